@@ -1,0 +1,3 @@
+from neat_exporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `neat-exporter` subcommand: its arguments and its entry point, nothing more."""

@@ -1,0 +1,16 @@
+"""`neat-exporter bridge`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("bridge", parents=[common], help="(not built yet)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    print("neat-exporter bridge: not built yet", file=sys.stderr)
+    return 1

@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI prints them as one line and exits 2; never a traceback."""
+
+
+class NeatExporterError(Exception):
+    """Base of every error that is the user's input, not a bug."""
+
+
+class ConfigError(NeatExporterError):
+    """A configuration value is wrong; `key` is its dotted path (e.g. ``overload.params.otf``)."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ParameterError(NeatExporterError, ValueError):
+    """An algorithm was asked for by an unknown name or given a bad parameter."""
+
+    def __init__(self, algorithm: str, parameter: str | None, reason: str):
+        where = f"{algorithm}: parameter {parameter!r}" if parameter else algorithm
+        super().__init__(f"{where}: {reason}")
+        self.algorithm = algorithm
+        self.parameter = parameter
+        self.reason = reason
+
+
+class InputError(NeatExporterError, ValueError):
+    """Data handed to the tool (a trace, a history file, a payload) is malformed; names what and where."""

@@ -1,0 +1,253 @@
+"""Real external programs for the tests: libvirtd, Prometheus, Alertmanager.
+
+Each is started on loopback or a unix socket inside a temporary directory, waited for by
+polling, and stopped by its PID. A missing program skips the test with the reason printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_program(name: str) -> str:
+    """Path of ``name``, or skip the test saying what is missing."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        pytest.skip(f"{name} is not installed on this machine (make test installs it as root)")
+    return path
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # the service may not be up yet
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class Process:
+    """A started program with its log file; stop() ends it by PID."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.popen = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                os.kill(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Prometheus:
+    """A real Prometheus scraping ``targets`` every second."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        rule_files: list[Path] = (),
+        alertmanager: str | None = None,
+        scrape_scheme: str = "http",
+    ):
+        binary = require_program("prometheus")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in rule_files],
+            "scrape_configs": [
+                {
+                    "job_name": "neat",
+                    "scheme": scrape_scheme,
+                    "static_configs": [{"targets": list(targets)}],
+                }
+            ],
+        }
+        if alertmanager:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+            }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.process = Process(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+            ],
+            workdir / "prometheus.log",
+        )
+        wait_until(
+            lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 20, "Prometheus ready"
+        )
+
+    def query(self, expr: str) -> list[dict]:
+        response = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def wait_for(self, expr: str, timeout: float = 30) -> list[dict]:
+        """Poll until ``expr`` returns a non-empty result (the first scrape takes about 6 s)."""
+        return wait_until(lambda: self.query(expr), timeout, f"Prometheus query {expr!r}", 0.5)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class Alertmanager:
+    """A real Alertmanager sending every alert to one webhook URL."""
+
+    def __init__(self, workdir: Path, webhook_url: str, http_config: dict | None = None):
+        binary = require_program("prometheus-alertmanager")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        webhook = {"url": webhook_url, "send_resolved": True}
+        if http_config:
+            webhook["http_config"] = http_config
+        config = {
+            "route": {
+                "receiver": "hook",
+                "group_by": ["alertname", "host"],
+                "group_wait": "0s",
+                "group_interval": "1s",
+                "repeat_interval": "1m",
+            },
+            "receivers": [{"name": "hook", "webhook_configs": [webhook]}],
+        }
+        config_path = workdir / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.process = Process(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                f"--storage.path={workdir / 'data'}",
+            ],
+            workdir / "alertmanager.log",
+        )
+        wait_until(
+            lambda: requests.get(f"{self.url}/-/ready", timeout=1).ok, 20, "Alertmanager ready"
+        )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class Libvirtd:
+    """A private libvirtd on a unix socket in ``workdir``.
+
+    ``qemu=False`` loads only the test driver (starts in ~0.03 s); ``qemu=True`` loads the qemu
+    driver for real VMs (first start probes qemu for ~8 s, later starts use the cache).
+    """
+
+    def __init__(self, workdir: Path, qemu: bool = False):
+        self.binary = require_program("libvirtd")
+        self.workdir = workdir
+        self.qemu = qemu
+        (workdir / "run").mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "run" / "libvirt-sock"
+        self.config = workdir / "libvirtd.conf"
+        self.config.write_text(
+            f'unix_sock_dir = "{workdir}/run"\n'
+            'auth_unix_ro = "none"\nauth_unix_rw = "none"\nunix_sock_rw_perms = "0777"\n'
+            f'log_outputs = "3:file:{workdir}/libvirtd.log"\n'
+        )
+        self.process: Process | None = None
+        self.start()
+
+    def uri(self, path: str = "/default") -> str:
+        driver = "qemu+unix:///system" if self.qemu else f"test+unix://{path}"
+        return f"{driver}?socket={self.socket}"
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if not self.qemu:
+            empty = self.workdir / "no-drivers"
+            empty.mkdir(exist_ok=True)
+            env["LIBVIRT_DRIVER_DIR"] = str(empty)
+        if self.socket.exists():
+            self.socket.unlink()  # left behind by SIGKILL
+        self.process = Process(
+            [self.binary, "-f", str(self.config), "--pid-file", str(self.workdir / "pid")],
+            self.workdir / "libvirtd.out",
+            env=env,
+        )
+        wait_until(self._answers, 60 if self.qemu else 15, "libvirtd socket")
+
+    def _answers(self) -> bool:
+        if not self.process.alive():
+            raise RuntimeError(f"libvirtd exited: {self.process.log()[-2000:]}")
+        if not self.socket.exists():
+            return False
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.socket))
+        return True
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.process.signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.process.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
