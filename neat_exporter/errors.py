@@ -26,4 +26,6 @@ class ParameterError(NeatExporterError, ValueError):
 
 
 class InputError(NeatExporterError, ValueError):
-    """Data handed to the tool (a trace, a history file, a payload) is malformed; names what and where."""
+    """Data handed to the tool (a trace, a history file, a payload) is malformed.
+
+    The message names what is wrong and where."""

@@ -60,7 +60,8 @@ class VmSelector(Protocol):
 
 
 class VmPlacer(Protocol):
-    """Neat's placement interface: returns ``({vm_uuid: host}, state)``; ``{}`` when not all VMs fit."""
+    """Neat's placement interface: returns ``({vm_uuid: host}, state)``;
+    ``{}`` when not all VMs fit."""
 
     name: str
 
