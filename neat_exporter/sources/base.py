@@ -1,0 +1,55 @@
+"""What every source yields once per cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SourceError(Exception):
+    """The source could not be read this cycle (libvirt down, directory missing, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VmReading:
+    uuid: str
+    cpu_mhz: float | None
+    """Average CPU use over the last interval, Neat's ``calculate_cpu_mhz``; None on the first
+    sight of the VM, when there is no baseline to take a difference from."""
+    ram_max_mb: float
+    info: Mapping[str, str] = field(default_factory=dict)
+    """``neat_vm_info`` labels: domain, instance_name, project_id, project_name, flavor_name,
+    user_id (empty strings when unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One collection from a source: the host and its running VMs at one instant."""
+
+    time: float
+    """Wall-clock time of the collection, in seconds since the epoch."""
+    host: str
+    cpu_cores: int
+    core_mhz: float
+    host_busy_mhz: float | None
+    """Whole-host CPU use over the last interval (Neat's ``get_host_cpu_mhz``); None on the
+    first collection. The hypervisor overhead is this minus the VMs' sum, floored at 0."""
+    vms: Mapping[str, VmReading]
+    """Running VMs only, by UUID."""
+    skipped_vms: int = 0
+    """VMs that errored or vanished during this collection and were left out."""
+
+    @property
+    def cpu_mhz_total(self) -> float:
+        return self.cpu_cores * self.core_mhz
+
+
+class Source(Protocol):
+    name: str
+
+    def collect(self) -> Reading:
+        """Read the host now; raise SourceError when the source cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
