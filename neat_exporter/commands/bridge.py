@@ -1,16 +1,97 @@
-"""`neat-exporter bridge`."""
+"""`neat-exporter bridge`: the Alertmanager webhook receiver that calls the global manager."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import signal
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from neat_exporter.actions import MigrationRequester
+from neat_exporter.bridge import WEBHOOK_PATH, Bridge
+from neat_exporter.config import load_config
+from neat_exporter.web import serve_wsgi
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser("bridge", parents=[common], help="(not built yet)")
+    parser = subparsers.add_parser(
+        "bridge",
+        parents=[common],
+        help="receive Alertmanager webhooks and ask Neat's global manager to migrate VMs",
+        description="Receives Alertmanager webhooks on /webhook: firing alerts labelled "
+        "neat_reason (underload/overload) and host (plus vm_uuid for overload) become Neat "
+        "global manager requests, one per host and reason. Uses the config's global_manager "
+        "and bridge sections.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (or neat.conf)")
+    parser.add_argument(
+        "--listen",
+        "--web.listen-address",
+        dest="listen",
+        metavar="ADDR",
+        help="address to serve on (key bridge.listen, default :9841)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS and basic auth (key web_config_file)",
+    )
+    parser.add_argument(
+        "--global-manager-mode",
+        dest="mode",
+        choices=("off", "dry_run", "on"),
+        help="off, dry_run (log what would be sent) or on (key global_manager.mode)",
+    )
+    parser.add_argument(
+        "--global-manager-url",
+        dest="url",
+        metavar="URL",
+        help="Neat's global manager, e.g. http://controller:60080/ (key global_manager.url)",
+    )
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    print("neat-exporter bridge: not built yet", file=sys.stderr)
-    return 1
+    config = load_config(
+        args.config,
+        overrides={
+            "bridge.listen": args.listen,
+            "web_config_file": args.web_config_file,
+            "global_manager.mode": args.mode,
+            "global_manager.url": args.url,
+        },
+    )
+    if args.log_level is None:
+        logging.getLogger().setLevel(config.log_level.upper())
+    registry = CollectorRegistry()
+    requester = MigrationRequester(
+        config.global_manager,
+        registry,
+        queue_size=config.bridge.queue_size,
+        metric_prefix="neat_bridge_migration_request",
+    )
+    app = Bridge(config.bridge, requester, registry)
+    server = serve_wsgi(app, config.bridge.listen, config.web_config_file)
+    host, port = server.address
+    log.info(
+        "listening on http://%s:%d%s (global manager mode %s)",
+        host,
+        port,
+        WEBHOOK_PATH,
+        config.global_manager.mode,
+    )
+    if config.global_manager.mode == "off":
+        log.warning("global_manager.mode is off: webhooks are accepted but nothing is sent")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        requester.close(timeout=config.global_manager.timeout)
+    return 0

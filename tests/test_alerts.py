@@ -1,0 +1,94 @@
+"""The shipped Prometheus rules: syntax, promtool unit tests and what every alert must carry."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from services import require_program
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "alerts" / "neat-exporter.rules.yml"
+TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+
+EXPECTED_ALERTS = {
+    "NeatHostOverloaded",
+    "NeatHostUnderloaded",
+    "NeatVMSelectedForMigration",
+    "NeatExporterDown",
+    "NeatSourceDown",
+    "NeatDecisionStale",
+    "NeatMigrationRequestsFailing",
+    "NeatMigrationsNotConverging",
+}
+
+
+def alerting_rules() -> list[dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    binary = require_program("promtool")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_rules_pass_promtool_check():
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("test_file", TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(test_file):
+    result = promtool("test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_expectation_fails(tmp_path):
+    """The unit tests can fail: the same tests with one label changed do."""
+    [test_file] = [p for p in TESTS if p.name == "neat-exporter.rules.test.yml"]
+    broken = test_file.read_text().replace("vm_uuid: vm-1", "vm_uuid: vm-2", 1)
+    assert broken != test_file.read_text()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / test_file.name).write_text(broken)
+    (tmp_path / RULES.name).write_text(RULES.read_text())
+    result = promtool("test", "rules", str(tmp_path / "tests" / test_file.name))
+    assert result.returncode == 1
+    assert "NeatVMSelectedForMigration" in result.stdout + result.stderr
+
+
+def test_every_alert_has_severity_summary_description_and_runbook():
+    rules = alerting_rules()
+    assert {rule["alert"] for rule in rules} == EXPECTED_ALERTS
+    anchors = {heading.lower() for heading in re.findall(r"^## (\w+)$", RUNBOOKS.read_text(), re.M)}
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]
+        annotations = rule["annotations"]
+        assert annotations["summary"] and annotations["description"], rule["alert"]
+        assert annotations["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in anchors, f"no runbook section for {rule['alert']}"
+
+
+def test_action_alerts_carry_what_the_bridge_needs():
+    actions = {r["alert"]: r for r in alerting_rules() if "neat_reason" in r.get("labels", {})}
+    assert actions.keys() == {"NeatHostUnderloaded", "NeatVMSelectedForMigration"}
+    assert actions["NeatHostUnderloaded"]["labels"]["neat_reason"] == "underload"
+    assert actions["NeatVMSelectedForMigration"]["labels"]["neat_reason"] == "overload"
+    for rule in actions.values():  # the host name comes from neat_host_info
+        assert "group_left (host) neat_host_info" in rule["expr"]
+        assert rule["for"]
+
+
+def test_every_alert_is_tested_firing_and_not_firing():
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for test_file in TESTS:
+        for test in yaml.safe_load(test_file.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    assert firing >= EXPECTED_ALERTS, EXPECTED_ALERTS - firing
+    assert silent >= EXPECTED_ALERTS, EXPECTED_ALERTS - silent
