@@ -1,0 +1,125 @@
+"""Domains for the libvirt tests and benchmark: test-driver node files with Nova metadata, and
+boot-sector disk images whose CPU use is known (see busy-vms.md)."""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+NOVA_1_1 = "http://openstack.org/xmlns/libvirt/nova/1.1"
+NOVA_1_0 = "http://openstack.org/xmlns/libvirt/nova/1.0"
+SHUT_OFF = 5  # test driver <test:runstate>
+
+
+def vm_uuid(index: int) -> str:
+    return str(uuid_module.UUID(int=index + 1))
+
+
+def nova_metadata(index: int, namespace: str = NOVA_1_1) -> str:
+    """Nova's ``<instance>`` element as Nova writes it into the domain XML."""
+    return (
+        f'<nova:instance xmlns:nova="{namespace}">'
+        '<nova:package version="27.1.0"/>'
+        f"<nova:name>vm-{index}</nova:name>"
+        f'<nova:flavor name="m1.small-{index % 3}">'
+        "<nova:memory>2048</nova:memory><nova:vcpus>2</nova:vcpus></nova:flavor>"
+        f'<nova:owner><nova:user uuid="user-{index}">user{index}</nova:user>'
+        f'<nova:project uuid="project-{index % 7}">project{index % 7}</nova:project>'
+        "</nova:owner></nova:instance>"
+    )
+
+
+def expected_info(index: int, name: str | None = None) -> dict[str, str]:
+    """The ``neat_vm_info`` labels :func:`nova_metadata` should yield."""
+    return {
+        "domain": name or f"instance-{index:08x}",
+        "instance_name": f"vm-{index}",
+        "project_id": f"project-{index % 7}",
+        "project_name": f"project{index % 7}",
+        "flavor_name": f"m1.small-{index % 3}",
+        "user_id": f"user-{index}",
+    }
+
+
+def domain_xml(
+    index: int,
+    memory_mib: int = 2048,
+    metadata: str | None = NOVA_1_1,
+    running: bool = True,
+    name: str | None = None,
+) -> str:
+    """A test-driver domain; ``metadata`` is the Nova namespace to use, or None for none."""
+    nova = f"<metadata>{nova_metadata(index, metadata)}</metadata>" if metadata else ""
+    runstate = "" if running else f"<test:runstate>{SHUT_OFF}</test:runstate>"
+    return (
+        "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
+        f"<name>{name or f'instance-{index:08x}'}</name><uuid>{vm_uuid(index)}</uuid>{nova}"
+        f"<memory unit='MiB'>{memory_mib}</memory><vcpu>2</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os>"
+        f"{runstate}</domain>"
+    )
+
+
+def write_node_xml(
+    path: Path,
+    domains: int,
+    shut_off_every: int = 10,
+    cpus: tuple[int, int, int, int] = (2, 2, 16, 2),
+    mhz: int = 2400,
+) -> Path:
+    """A test-driver node file: ``domains`` domains with Nova metadata, every
+    ``shut_off_every``-th one shut off; ``cpus`` = NUMA nodes, sockets, cores, threads."""
+    nodes, sockets, cores, threads = cpus
+    parts = [
+        "<node><cpu>",
+        f"<mhz>{mhz}</mhz><model>x86_64</model>",
+        f"<active>{nodes * sockets * cores * threads}</active>",
+        f"<nodes>{nodes}</nodes><sockets>{sockets}</sockets><cores>{cores}</cores>",
+        f"<threads>{threads}</threads></cpu><memory>268435456</memory>",
+    ]
+    for index in range(domains):
+        running = not (shut_off_every and index % shut_off_every == shut_off_every - 1)
+        parts.append(domain_xml(index, memory_mib=512 + index % 4 * 512, running=running))
+    parts.append("</node>")
+    path.write_text("\n".join(parts))
+    return path
+
+
+# Boot sectors (busy-vms.md): SeaBIOS loads 512 bytes at 0000:7C00 and jumps there.
+BUSY = bytes.fromhex("EBFE")  # jmp $
+IDLE = bytes.fromhex("FAF4EBFD")  # cli; hlt; jmp back to hlt
+
+
+def duty(busy_ticks: int, idle_ticks: int) -> bytes:
+    """Busy for ``busy_ticks`` BIOS ticks (54.9 ms), then hlt for ``idle_ticks``, forever."""
+    a, b = busy_ticks, idle_ticks
+    # fmt: off
+    return bytes([
+        0xFA, 0x31, 0xC0, 0x8E, 0xD0, 0xBC, 0x00, 0x7C, 0x8E, 0xD8, 0xFB,  # cli; ss=ds=0; sp; sti
+        0x8B, 0x1E, 0x6C, 0x04,                                      # top: mov bx,[046C]
+        0xA1, 0x6C, 0x04, 0x29, 0xD8, 0x83, 0xF8, a, 0x72, 0xF6,     # busy until A ticks passed
+        0x8B, 0x1E, 0x6C, 0x04,                                      # mov bx,[046C]
+        0xF4, 0xA1, 0x6C, 0x04, 0x29, 0xD8, 0x83, 0xF8, b, 0x72, 0xF5,  # hlt until B ticks
+        0xEB, 0xE1,                                                  # jmp top
+    ])
+    # fmt: on
+
+
+def write_boot_image(path: Path, code: bytes) -> Path:
+    path.write_bytes(code.ljust(510, b"\0") + b"\x55\xaa")
+    return path
+
+
+def qemu_domain_xml(name: str, uuid: str, image: Path, memory_mib: int = 32, index: int = 0) -> str:
+    """A TCG domain booting ``image``, with Nova metadata so the info labels can be checked."""
+    return (
+        "<domain type='qemu'>"
+        f"<name>{name}</name><uuid>{uuid}</uuid>"
+        f"<metadata>{nova_metadata(index)}</metadata>"
+        f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+        f"<source file={quoteattr(str(image))}/><target dev='hda' bus='ide'/></disk>"
+        "<serial type='null'/><memballoon model='virtio'/></devices></domain>"
+    )

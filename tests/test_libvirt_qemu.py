@@ -1,0 +1,172 @@
+"""The libvirt source against real qemu VMs whose CPU use is known (busy-vms.md).
+
+Three TCG VMs boot a 512-byte boot sector each: one spins (one full core), one runs a 1:3 duty
+cycle (a quarter of a core) and one halts (about 0.5 % of a core). The host is shared and
+noisy, so the source's MHz are compared with libvirt's own cpu.time delta over the same window
+(within 0.05 of a core), and the known loads are checked as orderings and loose bounds only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from libvirt_fixtures import BUSY, IDLE, duty, expected_info, qemu_domain_xml, write_boot_image
+from services import Libvirtd, require_program
+
+from neat_exporter.sources import Reading
+from neat_exporter.sources.libvirt import LibvirtSource
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+
+pytestmark = pytest.mark.services
+
+LOADS = {"busy": BUSY, "quarter": duty(1, 3), "idle": IDLE}
+WINDOW_S = 2.0
+TOLERANCE_CORES = 0.05
+
+
+@dataclass
+class Measured:
+    readings: list[Reading]
+    reference_cores: dict[str, float]
+    """libvirt's own cpu.time rate per VM over the last window, in cores."""
+    uuids: dict[str, str]
+    names: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> Measured:
+    require_program("qemu-system-x86_64")
+    workdir = tmp_path_factory.mktemp("qemu")
+    try:
+        daemon = Libvirtd(workdir / "libvirtd", qemu=True)
+    except (RuntimeError, TimeoutError) as error:
+        pytest.skip(f"libvirtd with the qemu driver does not start on this machine: {error}")
+    conn = libvirt.open(daemon.uri())
+    tag = uuid.uuid4().hex[:8]  # other test runs may share the host's qemu driver state
+    names = {load: f"neat-test-{load}-{tag}" for load in LOADS}
+    uuids = {load: str(uuid.uuid4()) for load in LOADS}
+    domains = []
+    try:
+        for index, (load, code) in enumerate(LOADS.items()):
+            image = write_boot_image(workdir / f"{load}.img", code)
+            xml = qemu_domain_xml(names[load], uuids[load], image, index=index)
+            try:
+                domains.append(conn.createXML(xml, 0))
+            except libvirt.libvirtError as error:
+                pytest.skip(f"qemu cannot start a TCG VM on this machine: {error}")
+        _wait_for_boot(conn, uuids["idle"])
+        source = LibvirtSource(daemon.uri())
+        readings, references = [], []
+        for pause in (WINDOW_S, 0):
+            readings.append(source.collect())
+            references.append((time.monotonic(), _cpu_times(conn)))
+            time.sleep(pause)
+        source.close()
+        (t0, before), (t1, after) = references
+        reference_cores = {
+            load: (after[uuids[load]] - before[uuids[load]]) / 1e9 / (t1 - t0) for load in LOADS
+        }
+        yield Measured(readings, reference_cores, uuids, names)
+    finally:
+        _destroy_all(domains)  # each destroy waits 1-2 s for qemu to be reaped: in parallel
+        conn.close()
+        daemon.stop()
+
+
+def _wait_for_boot(conn, idle_uuid: str, timeout: float = 20.0) -> None:
+    """Wait until the halting VM has finished booting: SeaBIOS costs about 0.5 s of CPU, which
+    takes several seconds of wall time when other jobs crowd the host."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_times(conn)[idle_uuid]
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        after = _cpu_times(conn)[idle_uuid]
+        if (after - before) / 1e9 / 0.3 < 0.02:
+            return
+        before = after
+
+
+def _cpu_times(conn) -> dict[str, int]:
+    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, 0)
+    return {domain.UUIDString(): values["cpu.time"] for domain, values in stats}
+
+
+def _destroy_all(domains) -> None:
+    def destroy(domain) -> None:
+        with contextlib.suppress(libvirt.libvirtError):  # already gone
+            domain.destroy()
+
+    threads = [threading.Thread(target=destroy, args=(d,)) for d in domains]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_vm_mhz_matches_libvirts_own_cpu_time_and_the_known_loads(measured):
+    first, last = measured.readings
+    core_mhz = last.core_mhz
+    cores = {load: last.vms[measured.uuids[load]].cpu_mhz / core_mhz for load in LOADS}
+    print("measured cores:", cores, "libvirt's cpu.time:", measured.reference_cores)
+
+    assert all(first.vms[u].cpu_mhz is None for u in measured.uuids.values())
+    for load in LOADS:
+        assert cores[load] == pytest.approx(measured.reference_cores[load], abs=TOLERANCE_CORES)
+    # Loose: with other jobs on this 2-core host the spinning VM got as little as 0.19 of a
+    # core (1.0 when the host is quiet). The duty cycle is relative to what the VM gets, so
+    # the 1:3 VM stays near a quarter of the spinning one (0.18-0.36 measured here).
+    assert cores["busy"] > 0.1
+    assert cores["idle"] < 0.05
+    assert 0.1 < cores["quarter"] / cores["busy"] < 0.5
+    assert cores["quarter"] > 4 * cores["idle"]
+
+
+def test_host_memory_and_nova_metadata(measured):
+    reading = measured.readings[-1]
+    busy_vm = reading.vms[measured.uuids["busy"]]
+    assert reading.cpu_cores >= 1 and reading.core_mhz > 0
+    assert busy_vm.ram_max_mb == 32
+    assert dict(reading.vms[measured.uuids["quarter"]].info) == expected_info(
+        1, name=measured.names["quarter"]
+    )
+    # The host is at least as busy as the spinning VM that runs on it.
+    assert reading.host_busy_mhz is not None
+    assert 0.8 * busy_vm.cpu_mhz < reading.host_busy_mhz <= 1.01 * reading.cpu_mhz_total
+    assert measured.readings[0].host_busy_mhz is None
+
+
+def test_a_busy_vm_on_a_small_host_is_selected_on_overload(measured):
+    from neat_exporter.manager import AlgorithmConfig, AlgorithmSet, LocalManager
+
+    reading = measured.readings[-1]
+    algorithms = AlgorithmSet(
+        underload=AlgorithmConfig("threshold", {"threshold": 0.3}),
+        overload=AlgorithmConfig("threshold", {"threshold": 0.9}),
+        vm_selection=AlgorithmConfig("minimum_migration_time_max_cpu", {"last_n": 1}),
+    )
+    # A small host: a tenth of a core usable by VMs. The hypervisor overhead is left out so
+    # the decision rests on the VMs alone (on this shared machine it is mostly other programs).
+    capacity = reading.core_mhz * 0.1
+
+    def decide(loads):
+        uuids = [measured.uuids[load] for load in loads]
+        manager = LocalManager(algorithms, time_step=WINDOW_S, bandwidth_mb_s=100.0)
+        return manager.step(
+            {u: [reading.vms[u].cpu_mhz] for u in uuids},
+            [0.0],
+            capacity,
+            {u: reading.vms[u].ram_max_mb for u in uuids},
+        )
+
+    everything = decide(LOADS)
+    print("utilization:", everything.utilization)
+    assert everything.overloaded and not everything.underloaded
+    assert everything.selected == (measured.uuids["busy"],)
+    idle_only = decide(["idle"])
+    assert idle_only.underloaded and not idle_only.overloaded
