@@ -42,10 +42,17 @@ def parse_trace(text: str, where: str) -> np.ndarray:
     return values
 
 
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not a text trace file") from None
+
+
 def _iter_folder(folder: Path) -> Iterator[tuple[str, str]]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.name.startswith("."):
-            yield path.name, path.read_text()
+            yield path.name, _decode(path.read_bytes(), str(path))
 
 
 def _iter_archive(archive: Path) -> Iterator[tuple[str, str]]:
@@ -56,7 +63,7 @@ def _iter_archive(archive: Path) -> Iterator[tuple[str, str]]:
                 name = member.name.rsplit("/", 1)[-1]
                 if name.startswith("."):
                     continue
-                yield name, tar.extractfile(member).read().decode()
+                yield name, _decode(tar.extractfile(member).read(), f"{archive}/{member.name}")
     except (tarfile.TarError, OSError, EOFError) as error:
         raise InputError(f"{archive}: not a readable tar archive: {error}") from None
 

@@ -138,10 +138,7 @@ def from_planetlab(
         days = [entry for entry in path.iterdir() if is_trace_archive(entry) or entry.is_dir()]
         if days:
             raise InputError(f"{path}: a folder of days; replay one day, e.g. {sorted(days)[0]}")
-    try:
-        traces = read_planetlab(path, names=names, count=count, seed=seed)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not PlanetLab traces (a trace file is not text)") from None
+    traces = read_planetlab(path, names=names, count=count, seed=seed)
     return from_percent(
         traces,
         time_step=PLANETLAB_TIME_STEP,
