@@ -80,6 +80,9 @@ class LocalManager:
         self.time_step = time_step
         self.bandwidth_mb_s = bandwidth_mb_s
         self.migration_time: float | None = None
+        self.stage = "detect"
+        """The stage the latest ``step`` reached (``detect`` or ``select``), so a caller can
+        tell where a failure happened."""
         self._built: dict[str, Any] = {}
         self._states: dict[str, Any] = {"underload": None, "overload": None, "vm_selection": None}
 
@@ -103,6 +106,7 @@ class LocalManager:
         vms_ram_mb: Mapping[str, float],
     ) -> HostDecision | None:
         """Decide for one step; None when there is nothing to decide (no VMs, no history)."""
+        self.stage = "detect"
         vms_mhz = {uuid: history for uuid, history in vms_mhz.items() if uuid in vms_ram_mb}
         if not vms_mhz:
             return None
@@ -119,6 +123,7 @@ class LocalManager:
         if underload.decision:
             selected = tuple(vms_mhz)
         elif overload.decision:
+            self.stage = "select"
             ram = {uuid: vms_ram_mb[uuid] for uuid in vms_mhz}
             chosen, self._states["vm_selection"] = self._built["vm_selection"](
                 vms_mhz, ram, self._states["vm_selection"]

@@ -1,0 +1,237 @@
+"""The exporter's decision loop and process life: cycles on a timer, HTTP, signals, persistence.
+
+One cycle: collect from the source, add the samples to the history, run Neat's local manager
+step, swap in a new snapshot, hand a decision to the migration requester, persist the history.
+Cycles run in a worker thread every ``interval`` seconds, measured from the start of one cycle to
+the start of the next (a cycle's own time is not added to the wait; a cycle longer than the
+interval makes the next one start at the next whole interval). A failed cycle counts the failure
+and leaves the last good snapshot in place, so scrapes keep seeing it with its timestamp.
+
+SIGTERM and SIGINT stop the loop: a cycle in progress gets a few seconds to finish and is
+otherwise abandoned; the history is persisted and the process exits 0 within 5 seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from neat_exporter.config import Config
+from neat_exporter.errors import InputError
+from neat_exporter.history import History
+from neat_exporter.manager import LocalManager
+from neat_exporter.metrics import LoopMetrics, SnapshotCollector
+from neat_exporter.snapshot import Snapshot, build_snapshot
+from neat_exporter.sources import Source, SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 3.0
+"""Seconds a cycle in progress may take to finish after a stop signal."""
+
+
+def make_requester(config: Config, registry: CollectorRegistry) -> Any:
+    """The global manager client of ``neat_exporter.actions`` for ``config.global_manager``.
+
+    Built even when the mode is off, so its request metrics exist (at 0) on /metrics.
+    """
+    from neat_exporter.actions import MigrationRequester
+
+    return MigrationRequester(config.global_manager, registry)
+
+
+class Daemon:
+    """The decision loop over one source; ``snapshot`` is what scrapes render."""
+
+    def __init__(
+        self,
+        config: Config,
+        source: Source,
+        *,
+        registry: CollectorRegistry | None = None,
+        requester: Any = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self.source = source
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = LoopMetrics(self.registry)
+        self.registry.register(SnapshotCollector(lambda: self.snapshot))
+        self.requester = requester
+        self._clock = clock
+        self.snapshot: Snapshot | None = None
+        self.last_error: str | None = None
+        self.manager = LocalManager(
+            config.algorithms, config.time_step, config.network_migration_bandwidth
+        )
+        if config.history_dir:
+            self.history = History.load(config.history_dir, config.history_length)
+            self.metrics.history_dropped_lines.inc(self.history.dropped_lines)
+        else:
+            self.history = History(config.history_length)
+        self._history_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._logged_decision: str | None = None
+
+    # --- one cycle ------------------------------------------------------------------------------
+
+    def _fail(self, stage: str, error: BaseException) -> bool:
+        self.metrics.errors.labels(stage).inc()
+        self.last_error = f"{stage}: {error}"
+        if isinstance(error, SourceError):
+            log.warning("cycle failed at %s: %s", stage, error)
+        else:
+            log.error("cycle failed at %s", stage, exc_info=error)
+        return False
+
+    def run_cycle(self) -> bool:
+        """One decision cycle; False when it failed (the previous snapshot stays)."""
+        started = time.monotonic()
+        self.metrics.cycles.inc()
+        try:
+            return self._cycle()
+        finally:
+            self.metrics.duration.observe(time.monotonic() - started)
+
+    def _cycle(self) -> bool:
+        try:
+            reading = self.source.collect()
+        except Exception as error:
+            self.metrics.source_up.set(0)
+            return self._fail("collect", error)
+        self.metrics.source_up.set(1)
+        with self._history_lock:
+            if getattr(self.source, "keeps_history", False):
+                self.history.replace(*self.source.read_history())
+            else:
+                self.history.record(reading)
+            vms_mhz = self.history.vm_histories()
+            host_mhz = self.history.host_history()
+        capacity_mhz = reading.cpu_mhz_total * self.config.host_cpu_usable_by_vms
+        vms_ram_mb = {uuid: vm.ram_max_mb for uuid, vm in reading.vms.items()}
+        try:
+            decision = self.manager.step(vms_mhz, host_mhz, capacity_mhz, vms_ram_mb)
+        except Exception as error:
+            return self._fail(self.manager.stage, error)
+        host = self.config.host or reading.host
+        snapshot = build_snapshot(
+            now=self._clock(),
+            host=host,
+            source=self.source.name,
+            reading=reading,
+            capacity_mhz=capacity_mhz,
+            decision=decision,
+            algorithms=self.config.algorithms,
+        )
+        self.snapshot = snapshot  # one reference swap: scrapes see the old or the new, whole
+        self.metrics.decisions.labels(snapshot.decision).inc()
+        self.last_error = None
+        self._log_decision(snapshot)
+        ok = True
+        if decision is not None and decision.reason is not None and self.requester is not None:
+            try:
+                self.requester.submit(host, decision.reason, list(decision.selected))
+            except Exception as error:
+                ok = self._fail("act", error)
+        self.persist()
+        return ok
+
+    def _log_decision(self, snapshot: Snapshot) -> None:
+        """At info level when the decision changes, at debug level every cycle."""
+        level = logging.INFO if snapshot.decision != self._logged_decision else logging.DEBUG
+        self._logged_decision = snapshot.decision
+        if snapshot.decision == "overload":
+            detail = f"; selected {', '.join(snapshot.selected)}"
+        elif snapshot.decision == "underload":
+            detail = f"; all {len(snapshot.selected)} VMs may leave"
+        else:
+            detail = ""
+        utilization = "n/a" if snapshot.utilization is None else f"{snapshot.utilization:.3f}"
+        log.log(
+            level,
+            "%s: %s (utilization %s)%s",
+            snapshot.host,
+            snapshot.decision,
+            utilization,
+            detail,
+        )
+
+    def persist(self) -> None:
+        """Write the history to ``history_dir`` (if set); a failure is logged, not fatal."""
+        if not self.config.history_dir or getattr(self.source, "keeps_history", False):
+            return
+        # Bounded: at shutdown an abandoned cycle might, in theory, hold the lock.
+        if not self._history_lock.acquire(timeout=1.0):
+            log.error("history not persisted: it is busy")
+            return
+        try:
+            self.history.save(self.config.history_dir)
+        except (OSError, InputError) as error:  # InputError: write_atomically's "cannot write"
+            self.metrics.history_persist_errors.inc()
+            log.error("cannot persist the history to %s: %s", self.config.history_dir, error)
+        finally:
+            self._history_lock.release()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def loop(self) -> None:
+        """Run cycles every ``interval`` seconds until :meth:`stop`."""
+        interval = self.config.interval
+        due = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.run_cycle()
+            except Exception:  # a bug in one cycle must not end the loop
+                log.exception("unexpected error in a cycle")
+            due += interval
+            now = time.monotonic()
+            if due < now:  # the cycle overran: skip to the next whole interval
+                due += (now - due) // interval * interval + interval
+            self._stop.wait(due - now)
+
+
+def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> int:
+    """Run the exporter until SIGTERM/SIGINT: HTTP server, decision loop, persistence."""
+    from neat_exporter.server import make_app
+    from neat_exporter.web import serve_wsgi
+
+    source = open_source(config)
+    registry = CollectorRegistry()
+    daemon = Daemon(config, source, registry=registry, requester=make_requester(config, registry))
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    server = serve_wsgi(make_app(registry, daemon), config.listen, config.web_config_file)
+    host, port = server.address
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    url = f"{'https' if server.tls else 'http'}://{shown}:{port}/"
+    log.info("listening on %s (source %s, interval %gs)", url, source.name, config.interval)
+    if announce:
+        announce(url)
+    worker = threading.Thread(target=daemon.loop, name="cycle", daemon=True)
+    worker.start()
+    try:
+        while not stopped.wait(0.5):
+            if not worker.is_alive():  # pragma: no cover - loop() catches everything
+                break
+    finally:
+        daemon.stop()
+        worker.join(SHUTDOWN_GRACE)
+        if worker.is_alive():
+            log.warning("abandoning a cycle still running after %.0fs", SHUTDOWN_GRACE)
+        daemon.persist()
+        if daemon.requester is not None:
+            daemon.requester.close(timeout=0.5)
+        server.shutdown()
+        source.close()
+        log.info("stopped")
+    return 0

@@ -1,0 +1,159 @@
+"""Per-VM CPU histories and the hypervisor overhead, and their on-disk form.
+
+The on-disk form is Neat's ``local_data_directory`` (neat-reference.md §2): ``vms/<uuid>`` and
+``host``, one integer (MHz averaged over an interval) per line, oldest first, at most
+``history_length`` lines. Neat's tools can read what the exporter writes and the exporter can
+read what Neat's data collector writes. Every file is replaced atomically (temporary file +
+``os.replace``), so a crash never leaves a half-written history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from neat_exporter.files import write_atomically
+from neat_exporter.sources.base import Reading
+
+log = logging.getLogger(__name__)
+
+VMS_DIR = "vms"
+HOST_FILE = "host"
+
+
+def hypervisor_overhead(reading: Reading) -> float | None:
+    """Host busy MHz minus the VMs' sum, floored at 0 (Neat's collector, §2 step 6)."""
+    if reading.host_busy_mhz is None:
+        return None
+    vms = sum(vm.cpu_mhz for vm in reading.vms.values() if vm.cpu_mhz is not None)
+    return max(0.0, reading.host_busy_mhz - vms)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFile:
+    values: list[float]
+    dropped: int
+    """Lines that were not numbers and were left out."""
+
+
+def read_values(path: Path) -> LoadedFile:
+    """One history file; unreadable lines are dropped (and counted), not fatal."""
+    values: list[float] = []
+    dropped = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = float(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if value != value or value < 0 or value == float("inf"):
+            dropped += 1
+            continue
+        values.append(value)
+    return LoadedFile(values, dropped)
+
+
+def _read_or_skip(path: Path) -> LoadedFile | None:
+    """An unreadable file is skipped (the next persist rewrites it), not fatal."""
+    try:
+        return read_values(path)
+    except OSError as error:
+        log.warning("%s: not loaded: %s", path, error.strerror or error)
+        return None
+
+
+def write_values(path: Path, values: Iterable[float]) -> None:
+    """Neat's format: integers, one per line, trailing newline; replaced atomically."""
+    data = "".join(f"{int(value)}\n" for value in values).encode()
+    write_atomically(path, lambda file: file.write(data))
+
+
+def _remove_temporary(path: Path) -> None:
+    """A temporary file of :func:`write_values` left behind by a crash (or a SIGKILL)."""
+    if path.is_file():
+        with contextlib.suppress(OSError):  # a read-only directory keeps it; no harm
+            path.unlink()
+
+
+class History:
+    """The newest ``length`` MHz samples of every VM on the host and of the hypervisor."""
+
+    def __init__(self, length: int):
+        if length < 1:
+            raise ValueError(f"history length must be at least 1, got {length}")
+        self.length = length
+        self.vms: dict[str, deque[float]] = {}
+        self.host: deque[float] = deque(maxlen=length)
+        self.dropped_lines = 0
+        """Corrupt lines skipped when the history was loaded."""
+
+    def record(self, reading: Reading) -> None:
+        """Add one collection: a sample per VM that has one, the hypervisor overhead, and forget
+        VMs that are no longer on the host. A VM seen for the first time has no sample yet."""
+        for uuid in list(self.vms):
+            if uuid not in reading.vms:
+                del self.vms[uuid]
+        for uuid, vm in reading.vms.items():
+            if vm.cpu_mhz is not None:
+                self.vms.setdefault(uuid, deque(maxlen=self.length)).append(float(vm.cpu_mhz))
+        overhead = hypervisor_overhead(reading)
+        if overhead is not None:
+            self.host.append(overhead)
+
+    def replace(self, vms: Mapping[str, Iterable[float]], host: Iterable[float]) -> None:
+        """Take histories kept by someone else (Neat's data collector) as they are."""
+        self.vms = {uuid: deque(values, maxlen=self.length) for uuid, values in vms.items()}
+        self.host = deque(host, maxlen=self.length)
+
+    def vm_histories(self) -> dict[str, list[float]]:
+        return {uuid: list(values) for uuid, values in self.vms.items() if values}
+
+    def host_history(self) -> list[float]:
+        return list(self.host)
+
+    # --- disk ---------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write every history in Neat's format and delete the files of VMs that are gone."""
+        root = Path(directory)
+        vms_dir = root / VMS_DIR
+        vms_dir.mkdir(parents=True, exist_ok=True)
+        for uuid, values in self.vms.items():
+            write_values(vms_dir / uuid, values)
+        for path in vms_dir.iterdir():
+            if path.is_file() and not path.name.startswith(".") and path.name not in self.vms:
+                path.unlink(missing_ok=True)
+        write_values(root / HOST_FILE, self.host)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, length: int) -> History:
+        """A history from Neat's format; a missing directory gives an empty history."""
+        history = cls(length)
+        root = Path(directory)
+        vms_dir = root / VMS_DIR
+        try:
+            if vms_dir.is_dir():
+                for path in sorted(vms_dir.iterdir()):
+                    if path.name.startswith("."):
+                        _remove_temporary(path)
+                    elif path.is_file() and (loaded := _read_or_skip(path)) is not None:
+                        history.dropped_lines += loaded.dropped
+                        history.vms[path.name] = deque(loaded.values, maxlen=length)
+            host_path = root / HOST_FILE
+            for path in root.glob(f".{HOST_FILE}.*"):
+                _remove_temporary(path)
+            if host_path.is_file() and (loaded := _read_or_skip(host_path)) is not None:
+                history.dropped_lines += loaded.dropped
+                history.host.extend(loaded.values)
+        except OSError as error:  # the folder itself cannot be listed: start afresh
+            log.warning("%s: history not loaded: %s", directory, error.strerror or error)
+        if history.dropped_lines:
+            log.warning("%s: dropped %d corrupt history line(s)", directory, history.dropped_lines)
+        return history

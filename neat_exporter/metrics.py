@@ -1,0 +1,221 @@
+"""What /metrics shows: the latest snapshot, rendered, plus the decision loop's own counters.
+
+:class:`SnapshotCollector` is a prometheus_client custom collector: a scrape turns the current
+:class:`Snapshot` into metric families and does nothing else (no libvirt call, no algorithm).
+:class:`LoopMetrics` holds the counters the loop updates once per cycle. The names are the
+contract of docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from neat_exporter import __version__
+from neat_exporter.snapshot import DECISIONS, Snapshot
+
+VM_INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
+STAGES = ("collect", "detect", "select", "act")
+
+
+def _gauge(name: str, documentation: str, value: float | None = None, labels=()):
+    family = GaugeMetricFamily(name, documentation, labels=list(labels) or None)
+    if value is not None:
+        family.add_metric([], float(value))
+    return family
+
+
+class SnapshotCollector(Collector):
+    """Renders whatever snapshot ``current()`` returns (None before the first cycle)."""
+
+    def __init__(self, current: Callable[[], Snapshot | None]):
+        self._current = current
+        self._built: tuple[Snapshot | None, list[GaugeMetricFamily]] | None = None
+
+    def describe(self) -> list:
+        # Describing would render a snapshot at registration; nothing to check names against.
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self.families())
+
+    def families(self) -> list[GaugeMetricFamily]:
+        """The current snapshot's families, built once per snapshot: the same list object until
+        the snapshot changes (neat_exporter.exposition keys its encodings on it)."""
+        snapshot = self._current()
+        built = self._built
+        if built is None or built[0] is not snapshot:
+            families = list(_build_info())
+            if snapshot is not None:
+                families += [*_host(snapshot), *_detectors(snapshot), *_vms(snapshot)]
+            built = self._built = (snapshot, families)
+        return built[1]
+
+
+def _build_info() -> Iterator[GaugeMetricFamily]:
+    info = GaugeMetricFamily(
+        "neat_exporter_build_info",
+        "The exporter's version and the Python running it.",
+        labels=["version", "python_version"],
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    yield info
+
+
+def _host(s: Snapshot) -> Iterator[GaugeMetricFamily]:
+    info = GaugeMetricFamily(
+        "neat_host_info",
+        "The hypervisor host as the global manager knows it.",
+        labels=["host", "cpus", "cpu_mhz", "source"],
+    )
+    info.add_metric([s.host, str(s.cpus), f"{s.core_mhz:g}", s.source], 1)
+    yield info
+    yield _gauge(
+        "neat_host_cpu_capacity_hertz",
+        "Usable CPU capacity: cores × MHz × host_cpu_usable_by_vms, in hertz.",
+        s.capacity_hz,
+    )
+    yield _gauge(
+        "neat_host_cpu_utilization_ratio",
+        "Latest host utilization: (sum of VMs + hypervisor overhead) / capacity; may exceed 1.",
+        s.utilization,
+    )
+    yield _gauge(
+        "neat_host_hypervisor_cpu_usage_hertz",
+        "Latest hypervisor overhead: host busy minus the VMs, floored at 0, in hertz.",
+        s.hypervisor_hz,
+    )
+    yield _gauge(
+        "neat_host_history_samples",
+        "Samples in the utilization history the detectors saw.",
+        s.history_samples,
+    )
+    yield _gauge(
+        "neat_host_underloaded",
+        "1 when the latest cycle found the host underloaded.",
+        s.underloaded,
+    )
+    yield _gauge(
+        "neat_host_overloaded",
+        "1 when the latest cycle found the host overloaded (and not underloaded).",
+        s.overloaded,
+    )
+    yield _gauge(
+        "neat_migration_time_seconds",
+        "Estimated migration time given to the algorithms (mean VM RAM / bandwidth).",
+        s.migration_time,
+    )
+    algorithms = GaugeMetricFamily(
+        "neat_algorithm_info",
+        "The configured algorithms.",
+        labels=["underload", "overload", "vm_selection"],
+    )
+    a = s.algorithms
+    algorithms.add_metric([a.underload.name, a.overload.name, a.vm_selection.name], 1)
+    yield algorithms
+    yield _gauge(
+        "neat_last_cycle_timestamp_seconds",
+        "End of the latest successful cycle, in seconds since the epoch.",
+        s.time,
+    )
+
+
+def _detectors(s: Snapshot) -> Iterator[GaugeMetricFamily]:
+    families = {
+        "input": GaugeMetricFamily(
+            "neat_detector_input_ratio",
+            "The value the detector compared in the latest cycle.",
+            labels=["detector"],
+        ),
+        "threshold": GaugeMetricFamily(
+            "neat_detector_threshold_ratio",
+            "The threshold the detector compared against in the latest cycle.",
+            labels=["detector"],
+        ),
+        "ready": GaugeMetricFamily(
+            "neat_detector_ready",
+            "0 while the detector has too little history to decide.",
+            labels=["detector"],
+        ),
+    }
+    for detector in ("underload", "overload"):
+        view = s.detectors.get(detector)
+        if view is None:
+            families["ready"].add_metric([detector], 0)
+            continue
+        if view.input is not None:
+            families["input"].add_metric([detector], view.input)
+        if view.threshold is not None:
+            families["threshold"].add_metric([detector], view.threshold)
+        families["ready"].add_metric([detector], float(view.ready))
+    yield from families.values()
+
+
+def _vms(s: Snapshot) -> Iterator[GaugeMetricFamily]:
+    info = GaugeMetricFamily(
+        "neat_vm_info", "Nova metadata of the VM.", labels=["vm_uuid", *VM_INFO_LABELS]
+    )
+    cpu = GaugeMetricFamily(
+        "neat_vm_cpu_usage_hertz", "Latest CPU use of the VM, in hertz.", labels=["vm_uuid"]
+    )
+    memory = GaugeMetricFamily(
+        "neat_vm_memory_max_bytes", "Maximum memory of the VM.", labels=["vm_uuid"]
+    )
+    selected = GaugeMetricFamily(
+        "neat_vm_selected_for_migration",
+        "1 for the VMs the latest cycle selected to leave this host.",
+        labels=["vm_uuid"],
+    )
+    for vm in s.vms:
+        info.add_metric([vm.uuid, *(vm.info.get(label, "") for label in VM_INFO_LABELS)], 1)
+        if vm.cpu_hz is not None:
+            cpu.add_metric([vm.uuid], vm.cpu_hz)
+        memory.add_metric([vm.uuid], vm.memory_max_bytes)
+        selected.add_metric([vm.uuid], float(vm.selected))
+    yield from (info, cpu, memory, selected)
+
+
+class LoopMetrics:
+    """Counters of the decision loop, updated by the loop, read by scrapes."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.cycles = Counter("neat_cycles", "Decision cycles run.", registry=registry)
+        self.errors = Counter(
+            "neat_cycle_errors",
+            "Failed cycles by stage (collect, detect, select, act).",
+            ["stage"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "neat_cycle_duration_seconds",
+            "Time of one decision cycle.",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.source_up = Gauge(
+            "neat_source_up", "1 when the latest collection reached its source.", registry=registry
+        )
+        self.decisions = Counter(
+            "neat_decisions",
+            "Decisions of the cycles: underload, overload, none.",
+            ["decision"],
+            registry=registry,
+        )
+        self.history_dropped_lines = Counter(
+            "neat_history_dropped_lines",
+            "Corrupt lines skipped when reading history files.",
+            registry=registry,
+        )
+        self.history_persist_errors = Counter(
+            "neat_history_persist_errors",
+            "Failed writes of the history to history_dir (read-only, full, missing).",
+            registry=registry,
+        )
+        for stage in STAGES:
+            self.errors.labels(stage)
+        for decision in DECISIONS:
+            self.decisions.labels(decision)

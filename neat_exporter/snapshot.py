@@ -1,0 +1,125 @@
+"""The result of one decision cycle, immutable, as /metrics and the landing page show it.
+
+The cycle builds a new :class:`Snapshot` and swaps it in whole; readers (scrapes, the landing
+page) only ever see a complete one and never compute anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from neat_exporter.history import hypervisor_overhead
+from neat_exporter.manager import AlgorithmSet, HostDecision
+from neat_exporter.sources.base import Reading
+
+MHZ = 1e6
+MIB = 1024 * 1024
+
+DECISIONS = ("underload", "overload", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorView:
+    input: float | None
+    threshold: float | None
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VmView:
+    uuid: str
+    cpu_hz: float | None
+    """Latest CPU use; None when the VM has no sample yet (first sight)."""
+    memory_max_bytes: float
+    selected: bool
+    info: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    time: float
+    """Wall-clock end of the cycle that built it."""
+    host: str
+    source: str
+    cpus: int
+    core_mhz: float
+    capacity_hz: float
+    """Usable capacity: cores × MHz × host_cpu_usable_by_vms."""
+    utilization: float | None
+    hypervisor_hz: float | None
+    history_samples: int
+    decision: str
+    """``underload``, ``overload`` or ``none`` (also when there was nothing to decide)."""
+    detectors: Mapping[str, DetectorView]
+    """By detector (``underload``, ``overload``); empty when no detector ran."""
+    migration_time: float | None
+    selected: tuple[str, ...]
+    vms: tuple[VmView, ...]
+    algorithms: AlgorithmSet
+
+    @property
+    def underloaded(self) -> bool:
+        return self.decision == "underload"
+
+    @property
+    def overloaded(self) -> bool:
+        return self.decision == "overload"
+
+
+def build_snapshot(
+    *,
+    now: float,
+    host: str,
+    source: str,
+    reading: Reading,
+    capacity_mhz: float,
+    decision: HostDecision | None,
+    algorithms: AlgorithmSet,
+) -> Snapshot:
+    overhead = hypervisor_overhead(reading)
+    if decision is not None:
+        utilization = decision.utilization[-1]
+    elif overhead is not None:
+        vms = sum(vm.cpu_mhz for vm in reading.vms.values() if vm.cpu_mhz is not None)
+        utilization = (vms + overhead) / capacity_mhz
+    else:
+        utilization = None
+    selected = decision.selected if decision is not None and decision.reason is not None else ()
+    detectors = {}
+    if decision is not None:
+        for name, detection in (("underload", decision.underload), ("overload", decision.overload)):
+            detectors[name] = DetectorView(detection.input, detection.threshold, detection.ready)
+    return Snapshot(
+        time=now,
+        host=host,
+        source=source,
+        cpus=reading.cpu_cores,
+        core_mhz=reading.core_mhz,
+        capacity_hz=capacity_mhz * MHZ,
+        utilization=utilization,
+        hypervisor_hz=None if overhead is None else overhead * MHZ,
+        history_samples=0 if decision is None else len(decision.utilization),
+        decision=_decision_name(decision),
+        detectors=MappingProxyType(detectors),
+        migration_time=None if decision is None else decision.migration_time,
+        selected=tuple(selected),
+        vms=tuple(
+            VmView(
+                uuid=uuid,
+                cpu_hz=None if vm.cpu_mhz is None else vm.cpu_mhz * MHZ,
+                memory_max_bytes=vm.ram_max_mb * MIB,
+                selected=uuid in selected,
+                info=MappingProxyType(dict(vm.info)),
+            )
+            for uuid, vm in sorted(reading.vms.items())
+        ),
+        algorithms=algorithms,
+    )
+
+
+def _decision_name(decision: HostDecision | None) -> str:
+    if decision is None or decision.reason is None:
+        return "none"
+    return "underload" if decision.reason == 0 else "overload"

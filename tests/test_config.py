@@ -1,0 +1,235 @@
+"""The configuration: YAML, neat.conf, flags, environment secrets, check-config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neat_exporter.cli import main
+from neat_exporter.config import (
+    SCHEMA,
+    config_from_mapping,
+    effective_config,
+    load_config,
+)
+from neat_exporter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yml"
+
+NEAT_CONF = """\
+[DEFAULT]
+log_directory = /var/log/neat
+log_level = 3
+sql_connection = mysql://neat:neatpassword@controller/neat
+os_admin_user = admin
+os_admin_password = s3cret-pw
+global_manager_host = controller.example
+global_manager_port = 60080
+local_data_directory = /var/lib/neat
+local_manager_interval = 300
+data_collector_interval = 150
+data_collector_data_length = 50
+host_cpu_overload_threshold = 0.8
+host_cpu_usable_by_vms = 0.9
+network_migration_bandwidth = 12.5
+algorithm_underload_detection_factory = neat.locals.underload.trivial.last_n_average_threshold_factory
+algorithm_underload_detection_parameters = {"threshold": 0.4, "n": 3}
+algorithm_overload_detection_factory = neat.locals.overload.mhod.core.mhod_factory
+algorithm_overload_detection_parameters = {"state_config": [0.8], "otf": 0.1, "history_size": 500, "window_sizes": [30, 40, 50, 60, 70, 80, 90, 100], "bruteforce_step": 0.5, "learning_steps": 10}
+algorithm_vm_selection_factory = neat.locals.vm_selection.algorithms.minimum_migration_time_max_cpu_factory
+algorithm_vm_selection_parameters = {"last_n": 2}
+"""  # noqa: E501 - neat.conf lines are as long as Neat ships them
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_from_flags_alone():
+    config = load_config(None, overrides={"source.libvirt.uri": "test:///default", "interval": 5})
+    assert config.source.type == "libvirt"
+    assert config.source.libvirt.uri == "test:///default"
+    assert config.interval == 5
+    assert config.time_step == 5  # follows the interval unless set
+    assert config.listen == ":9840"
+    assert config.history_length == 100
+    assert config.algorithms.overload.name == "mhod"
+    assert config.global_manager.mode == "off"
+
+
+def test_example_file_documents_every_key_with_its_default():
+    example = yaml.safe_load(EXAMPLE.read_text())
+
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for name, value in tree.items():
+            if isinstance(value, dict):
+                found |= keys(value, f"{prefix}{name}.")
+            else:
+                found.add(f"{prefix}{name}")
+        return found
+
+    schema_keys = keys({k: v for k, v in SCHEMA.items() if v is not None})
+    assert schema_keys <= keys(example)
+    assert effective_config(load_config(EXAMPLE)) == effective_config(load_config(None))
+
+
+def test_yaml_file_and_flags_win(tmp_path):
+    path = write(tmp_path, "interval: 60\nhistory_length: 10\nsource: {type: replay}\n")
+    config = load_config(path, overrides={"interval": 5, "listen": None})
+    assert config.interval == 5
+    assert config.time_step == 5
+    assert config.history_length == 10
+    assert config.source.type == "replay"
+    assert config.origin == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("intervall: 5\n", "intervall", "unknown key"),
+        ("interval: fast\n", "interval", "must be a number"),
+        ("interval: 0\n", "interval", "greater than 0"),
+        ("history_length: 2.5\n", "history_length", "integer"),
+        ("listen: nowhere\n", "listen", "HOST:PORT"),
+        ("host_cpu_usable_by_vms: 1.5\n", "host_cpu_usable_by_vms", "at most 1"),
+        ("source: {type: xen}\n", "source.type", "libvirt, directory, replay"),
+        ("source: {libvirt: {url: x}}\n", "source.libvirt.url", "unknown key"),
+        ("source: 3\n", "source", "mapping"),
+        ("global_manager: {mode: yes}\n", "global_manager.mode", "off, dry_run, on"),
+        ("global_manager: {url: controller}\n", "global_manager.url", "http"),
+        ("algorithms: {overload: {name: nope}}\n", "algorithms.overload.name", "nope"),
+        (
+            "algorithms: {underload: {name: threshold, params: {threshold: -1}}}\n",
+            "algorithms.underload.params.threshold",
+            ">= 0",
+        ),
+        (
+            "algorithms: {vm_selection: {name: minimum_migration_time_max_cpu, params: {n: 1}}}\n",
+            "algorithms.vm_selection.params.n",
+            "unknown parameter",
+        ),
+        ("algorithms: {placement: {}}\n", "algorithms.placement", "unknown key"),
+        ("interval: [1\n", "config", "not valid YAML"),
+        ("- 1\n- 2\n", "config", "mapping"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path, text, key, reason):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert error.value.key == key
+    assert reason in error.value.reason
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)  # a folder
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"\xff\xfe\x00interval")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(binary)
+
+
+def test_neat_conf_is_accepted_as_is(tmp_path):
+    config = load_config(write(tmp_path, NEAT_CONF, "neat.conf"))
+    assert config.interval == 300
+    assert config.time_step == 150
+    assert config.history_length == 50
+    assert config.host_cpu_usable_by_vms == 0.9
+    assert config.network_migration_bandwidth == 12.5
+    assert config.log_level == "debug"
+    assert config.source.type == "directory"
+    assert config.source.directory.path == "/var/lib/neat"
+    assert config.algorithms.underload.name == "last_n_average_threshold"
+    assert config.algorithms.underload.params == {"threshold": 0.4, "n": 3}
+    assert config.algorithms.overload.name == "mhod"
+    assert config.algorithms.vm_selection.name == "minimum_migration_time_max_cpu"
+    assert config.global_manager.url == "http://controller.example:60080/"
+    assert config.global_manager.username == "admin"
+    assert config.global_manager.password == "s3cret-pw"
+    assert config.global_manager.mode == "off"  # requests stay off until asked for
+
+
+def test_neat_conf_bad_parameters_name_the_option(tmp_path):
+    text = NEAT_CONF.replace('{"last_n": 2}', '{"last_n": 2')
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text, "neat.conf"))
+    assert error.value.key == "algorithm_vm_selection_parameters"
+    text = NEAT_CONF.replace("local_manager_interval = 300", "local_manager_interval = soon")
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text, "neat.conf"))
+    assert error.value.key == "local_manager_interval"
+
+
+def test_secrets_from_files_and_environment_wins(tmp_path):
+    (tmp_path / "user").write_text("admin\n")
+    (tmp_path / "pass").write_text("from-file\n")
+    mapping = {
+        "global_manager": {
+            "mode": "on",
+            "username_file": str(tmp_path / "user"),
+            "password_file": str(tmp_path / "pass"),
+        }
+    }
+    config = config_from_mapping(mapping, environ={})
+    assert (config.global_manager.username, config.global_manager.password) == (
+        "admin",
+        "from-file",
+    )
+    config = config_from_mapping(mapping, environ={"NEAT_GLOBAL_MANAGER_PASSWORD": "from-env"})
+    assert config.global_manager.password == "from-env"
+    assert "from-env" not in repr(config)
+    bridge = config_from_mapping(
+        {"bridge": {"basic_auth_username": "am"}},
+        environ={"NEAT_BRIDGE_TOKEN": "tok", "NEAT_BRIDGE_PASSWORD": "pw"},
+    ).bridge
+    assert (bridge.bearer_token, bridge.basic_auth_password) == ("tok", "pw")
+
+
+def test_mode_on_needs_credentials(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        config_from_mapping({"global_manager": {"mode": "on"}}, environ={})
+    assert error.value.key == "global_manager.username_file"
+    with pytest.raises(ConfigError, match="cannot read"):
+        config_from_mapping(
+            {"global_manager": {"password_file": str(tmp_path / "absent")}}, environ={}
+        )
+
+
+def test_check_config_prints_everything_with_secrets_redacted(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NEAT_GLOBAL_MANAGER_USERNAME", "admin-user")
+    monkeypatch.delenv("NEAT_GLOBAL_MANAGER_PASSWORD", raising=False)
+    path = write(tmp_path, NEAT_CONF, "neat.conf")
+    assert main(["check-config", str(path), "--interval", "30"]) == 0
+    out = capsys.readouterr().out
+    printed = yaml.safe_load(out)
+    assert printed["interval"] == 30
+    assert printed["time_step"] == 150
+    assert printed["global_manager"]["username"] == "<redacted>"
+    assert printed["global_manager"]["password"] == "<redacted>"
+    assert printed["bridge"]["bearer_token"] == "<unset>"
+    assert printed["algorithms"]["overload"]["params"]["window_sizes"][0] == 30
+    assert "s3cret-pw" not in out
+    assert "admin-user" not in out
+
+
+def test_check_config_error_exits_2_with_key_and_no_traceback(tmp_path):
+    path = write(tmp_path, "source:\n  replay: {vms: 0}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "neat_exporter", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "source.replay.vms: must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,334 @@
+"""The decision cycle, the loop's timer, the HTTP pages, signals, and the commands run/demo."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from services import Process, free_port, wait_until
+
+from neat_exporter.cli import main
+from neat_exporter.config import config_from_mapping
+from neat_exporter.daemon import Daemon, make_requester
+from neat_exporter.history import History
+from neat_exporter.server import make_app
+from neat_exporter.sources import SourceError
+from neat_exporter.sources.base import Reading, VmReading
+from neat_exporter.sources.replay import ReplaySource
+from neat_exporter.web import serve_wsgi
+
+EXPORTER = [sys.executable, "-m", "neat_exporter"]
+TEST_DRIVER_VM = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+# Threshold detectors decide from the latest values at once, which keeps these tests short.
+QUICK = {
+    "host": "compute1",
+    "interval": 300,
+    "source": {"type": "replay"},
+    "algorithms": {
+        "underload": {"name": "last_n_average_threshold", "params": {"threshold": 0.5, "n": 1}},
+        "overload": {"name": "threshold", "params": {"threshold": 0.9}},
+    },
+}
+
+
+def replay(steps: dict[str, list[float]]) -> ReplaySource:
+    """Two cores of 1000 MHz: a VM at 100 % is half the host."""
+    traces = {name: np.array(values, dtype=float) for name, values in steps.items()}
+    return ReplaySource(traces, host_cpu_mhz=2000, cpus=2, vm_ram_mb=1024)
+
+
+class FlakySource:
+    """A real replay source that fails while ``down`` is set."""
+
+    name = "replay"
+
+    def __init__(self, inner: ReplaySource):
+        self.inner = inner
+        self.down = False
+
+    def collect(self) -> Reading:
+        if self.down:
+            raise SourceError("the source is unreachable")
+        return self.inner.collect()
+
+    def close(self) -> None:
+        pass
+
+
+def value(daemon: Daemon, name: str, **labels: str) -> float | None:
+    return daemon.registry.get_sample_value(name, labels)
+
+
+def test_decisions_follow_the_load():
+    # Steps: idle, overloaded (vm-b busiest), normal.
+    source = replay({"vm-a": [10, 90, 60], "vm-b": [10, 100, 70]})
+    daemon = Daemon(config_from_mapping(QUICK), source)
+    daemon.run_cycle()
+    assert daemon.snapshot.decision == "underload"
+    assert daemon.snapshot.selected == ("vm-a", "vm-b")
+    assert value(daemon, "neat_host_underloaded") == 1
+    daemon.run_cycle()
+    assert daemon.snapshot.decision == "overload"
+    assert daemon.snapshot.utilization == pytest.approx(0.95)
+    assert daemon.snapshot.selected == ("vm-b",)
+    assert value(daemon, "neat_vm_selected_for_migration", vm_uuid="vm-b") == 1
+    assert value(daemon, "neat_vm_selected_for_migration", vm_uuid="vm-a") == 0
+    assert value(daemon, "neat_detector_input_ratio", detector="overload") == pytest.approx(0.95)
+    assert value(daemon, "neat_detector_threshold_ratio", detector="overload") == 0.9
+    daemon.run_cycle()
+    assert daemon.snapshot.decision == "none"
+    assert daemon.snapshot.selected == ()
+    assert value(daemon, "neat_host_history_samples") == 3
+    for decision in ("underload", "overload", "none"):
+        assert value(daemon, "neat_decisions_total", decision=decision) == 1
+    assert value(daemon, "neat_cycles_total") == 3
+    assert value(daemon, "neat_cycle_duration_seconds_count") == 3
+
+
+def test_a_host_without_vms_decides_nothing():
+    source = ReplaySource({}, host_cpu_mhz=2000, cpus=2, vm_ram_mb=1024)
+    daemon = Daemon(config_from_mapping(QUICK), source)
+    assert daemon.run_cycle()
+    assert daemon.snapshot.decision == "none"
+    assert daemon.snapshot.detectors == {}
+    assert value(daemon, "neat_detector_ready", detector="overload") == 0
+
+
+def test_a_failed_cycle_keeps_the_last_snapshot_with_its_age():
+    now = [1000.0]
+    source = FlakySource(replay({"vm": [10, 20]}))
+    daemon = Daemon(config_from_mapping(QUICK), source, clock=lambda: now[0])
+    assert daemon.run_cycle()
+    good = daemon.snapshot
+    assert value(daemon, "neat_source_up") == 1
+    source.down = True
+    now[0] = 1300.0
+    assert not daemon.run_cycle()
+    assert daemon.snapshot is good
+    assert value(daemon, "neat_source_up") == 0
+    assert value(daemon, "neat_cycle_errors_total", stage="collect") == 1
+    assert value(daemon, "neat_last_cycle_timestamp_seconds") == 1000.0
+    assert value(daemon, "neat_host_underloaded") == 1  # still served
+    page = make_app(daemon.registry, daemon, clock=lambda: now[0])
+    body = call(page, "/")[1]
+    assert "Latest cycle failed" in body and "unreachable" in body
+    assert "300.0 s" in body  # the snapshot's age
+    source.down = False
+    assert daemon.run_cycle()
+    assert daemon.snapshot is not good
+    assert daemon.last_error is None
+
+
+class BrokenSource:
+    name = "broken"
+
+    def collect(self) -> Reading:
+        vm = VmReading("vm", math.nan, 1024)
+        return Reading(0.0, "h", 2, 1000.0, 100.0, {"vm": vm})
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_detector_failure_is_counted_by_stage():
+    daemon = Daemon(config_from_mapping(QUICK), BrokenSource())
+    assert not daemon.run_cycle()
+    assert value(daemon, "neat_cycle_errors_total", stage="detect") == 1
+    assert value(daemon, "neat_cycle_errors_total", stage="collect") == 0
+    assert daemon.snapshot is None
+
+
+def test_a_selection_failure_is_counted_by_stage():
+    daemon = Daemon(config_from_mapping(QUICK), replay({"a": [10, 100], "b": [10, 100]}))
+    assert daemon.run_cycle()  # underloaded: the algorithms are built, selection not called
+
+    def broken_selection(vms_cpu_mhz, vms_ram_mb, state):
+        raise RuntimeError("selection bug")
+
+    daemon.manager._built["vm_selection"] = broken_selection
+    assert not daemon.run_cycle()  # overloaded: selection runs and fails
+    assert value(daemon, "neat_cycle_errors_total", stage="select") == 1
+    assert value(daemon, "neat_cycle_errors_total", stage="detect") == 0
+
+
+def test_decisions_reach_the_migration_requester_in_dry_run():
+    config = config_from_mapping({**QUICK, "global_manager": {"mode": "dry_run"}})
+    daemon = Daemon(config, replay({"vm-a": [10, 90], "vm-b": [10, 100]}))
+    daemon.requester = make_requester(config, daemon.registry)
+    daemon.run_cycle()
+    dry_run = {"reason": "underload", "result": "dry_run"}
+    assert value(daemon, "neat_migration_requests_total", **dry_run) == 1
+    daemon.run_cycle()  # overloaded, but within the cooldown
+    suppressed = {"reason": "overload", "result": "suppressed"}
+    assert value(daemon, "neat_migration_requests_total", **suppressed) == 1
+
+
+def test_a_failing_requester_counts_an_act_error():
+    class Refusing:
+        def submit(self, host, reason, vm_uuids):
+            raise RuntimeError("queue broken")
+
+    daemon = Daemon(config_from_mapping(QUICK), replay({"vm": [10]}), requester=Refusing())
+    assert not daemon.run_cycle()
+    assert value(daemon, "neat_cycle_errors_total", stage="act") == 1
+    assert daemon.snapshot.decision == "underload"  # the decision is still published
+
+
+def test_history_is_persisted_every_cycle_and_reloaded(tmp_path):
+    config = config_from_mapping({**QUICK, "history_dir": str(tmp_path)})
+    daemon = Daemon(config, replay({"vm": [10, 20, 30]}))
+    for _ in range(3):
+        daemon.run_cycle()
+    assert (tmp_path / "vms" / "vm").read_text() == "100\n200\n300\n"
+    restarted = Daemon(config, replay({"vm": [40]}))
+    restarted.run_cycle()
+    assert restarted.snapshot.history_samples == 4
+    assert History.load(tmp_path, 100).vm_histories() == {"vm": [100, 200, 300, 400]}
+
+
+def test_the_timer_accounts_for_the_cycle_time():
+    starts: list[float] = []
+
+    class SlowSource(FlakySource):
+        def collect(self) -> Reading:
+            starts.append(time.monotonic())
+            time.sleep(0.1)
+            return super().collect()
+
+    config = config_from_mapping({**QUICK, "interval": 0.25})
+    daemon = Daemon(config, SlowSource(replay({"vm": [10]})))
+    worker = threading.Thread(target=daemon.loop)
+    worker.start()
+    time.sleep(1.4)
+    daemon.stop()
+    worker.join(2)
+    assert not worker.is_alive()
+    gaps = np.diff(starts)
+    # 0.25 s apart, not 0.35 (interval + cycle time); the machine is shared, so be lenient.
+    assert 0.2 < float(np.median(gaps)) < 0.3, gaps
+
+
+def call(app, path: str) -> tuple[str, str]:
+    result = {}
+
+    def start_response(status, headers):
+        result["status"] = status
+
+    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, start_response))
+    return result["status"], body.decode()
+
+
+def test_landing_page_healthz_and_metrics_over_http():
+    config = config_from_mapping({**QUICK, "listen": "127.0.0.1:0"})
+    daemon = Daemon(config, replay({"vm-a": [10], "vm-<b>": [20]}))
+    daemon.run_cycle()
+    server = serve_wsgi(make_app(daemon.registry, daemon), config.listen)
+    try:
+        base = f"http://127.0.0.1:{server.address[1]}"
+        page = requests.get(f"{base}/", timeout=5)
+        assert page.status_code == 200
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert "href='/metrics'" in page.text
+        assert "decision <em>underload</em>" in page.text
+        assert "last_n_average_threshold" in page.text and "0.500" in page.text  # threshold
+        assert "vm-&lt;b&gt;" in page.text  # escaped
+        assert "interval: 300" in page.text  # the configuration
+        health = requests.get(f"{base}/healthz", timeout=5)
+        assert (health.status_code, health.text) == (200, "ok\n")
+        metrics = requests.get(f"{base}/metrics", timeout=5)
+        assert "neat_host_underloaded 1.0" in metrics.text
+        assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+
+
+def test_bad_configuration_exits_2_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("source: {type: replay}\nalgorithms: {overload: {name: otf, params: {otf: 7}}}")
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "algorithms.overload.params.otf" in err and "Traceback" not in err
+
+
+def get_metrics(port: int) -> str:
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+
+
+def metric(text: str, line_start: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_persists_and_exits_0_within_5_seconds(tmp_path, signum):
+    port = free_port()
+    history = tmp_path / "history"
+    argv = [*EXPORTER, "demo", "--listen", f"127.0.0.1:{port}", "--interval", "0.2"]
+    process = Process([*argv, "--history-dir", str(history)], tmp_path / "log")
+    try:
+        wait_until(lambda: metric(get_metrics(port), "neat_cycles_total") >= 3, 30, "3 cycles")
+        process.signal(signum)
+        started = time.monotonic()
+        process.popen.wait(5)
+        assert time.monotonic() - started < 5
+        assert process.popen.returncode == 0, process.log()
+        files = list((history / "vms").iterdir())
+        assert len(files) == 8
+        assert all(len(f.read_text().splitlines()) >= 3 for f in files)
+        assert (history / "host").exists()
+    finally:
+        process.stop()
+
+
+def test_run_from_flags_alone_on_libvirt(tmp_path):
+    pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+    port = free_port()
+    argv = [*EXPORTER, "run", "--libvirt-uri", "test:///default", "--listen", f"127.0.0.1:{port}"]
+    process = Process([*argv, "--interval", "0.3"], tmp_path / "log")
+    try:
+
+        def decided() -> str | None:
+            text = get_metrics(port)
+            return text if "neat_host_underloaded" in text else None
+
+        text = wait_until(decided, 30, "a decision on /metrics")
+        assert metric(text, "neat_source_up") == 1
+        assert f'vm_uuid="{TEST_DRIVER_VM}"' in text
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_demo_shows_underload_overload_and_selection_within_a_minute(tmp_path):
+    port = free_port()
+    process = Process([*EXPORTER, "demo", "--listen", f"127.0.0.1:{port}"], tmp_path / "log")
+    seen: set[str] = set()
+
+    def watch() -> bool:
+        text = get_metrics(port)
+        if metric(text, "neat_host_underloaded") == 1:
+            seen.add("underload")
+        if metric(text, "neat_host_overloaded") == 1:
+            seen.add("overload")
+            selected = [line for line in text.splitlines() if line.startswith("neat_vm_selected")]
+            if sum(line.endswith(" 1.0") for line in selected) == 1:
+                seen.add("selection")
+        return seen == {"underload", "overload", "selection"}
+
+    try:
+        started = time.monotonic()
+        wait_until(watch, 60, "underload, overload and selection", interval=0.5)
+        elapsed = time.monotonic() - started
+        assert elapsed < 60
+        assert f"http://127.0.0.1:{port}/" in Path(process.log_path).read_text()
+    finally:
+        process.stop()

@@ -1,0 +1,111 @@
+"""The history ring buffers and their on-disk form (Neat's local_data_directory format)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from neat_exporter import history as history_module
+from neat_exporter.history import History
+from neat_exporter.sources.base import Reading, VmReading
+
+A, B = "a0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002"
+
+
+def reading(vms: dict[str, float | None], busy: float | None) -> Reading:
+    return Reading(
+        time=0.0,
+        host="h",
+        cpu_cores=4,
+        core_mhz=1000.0,
+        host_busy_mhz=busy,
+        vms={uuid: VmReading(uuid, mhz, 1024.0) for uuid, mhz in vms.items()},
+    )
+
+
+def test_record_keeps_the_newest_samples_and_the_overhead():
+    history = History(3)
+    history.record(reading({A: None}, None))  # first sight: no baseline, no sample
+    assert history.vm_histories() == {}
+    assert history.host_history() == []
+    for mhz in (100, 200, 300, 400):
+        history.record(reading({A: mhz, B: 50}, busy=mhz + 50 + 25))
+    assert history.vm_histories() == {A: [200, 300, 400], B: [50, 50, 50]}
+    assert history.host_history() == [25, 25, 25]
+    history.record(reading({A: 10}, busy=5))  # overhead floored at 0; B left the host
+    assert history.vm_histories() == {A: [300, 400, 10]}
+    assert history.host_history() == [25, 25, 0]
+
+
+def test_save_writes_neats_format_and_load_reads_it_back(tmp_path):
+    history = History(100)
+    for mhz in (100.7, 200.2, 300.0):
+        history.record(reading({A: mhz, B: 7}, busy=mhz + 7 + 12.9))
+    history.save(tmp_path)
+    assert (tmp_path / "vms" / A).read_text() == "100\n200\n300\n"
+    assert (tmp_path / "vms" / B).read_text() == "7\n7\n7\n"
+    assert (tmp_path / "host").read_text() == "12\n12\n12\n"
+    loaded = History.load(tmp_path, 2)
+    assert loaded.vm_histories() == {A: [200, 300], B: [7, 7]}
+    assert loaded.host_history() == [12, 12]
+    assert loaded.dropped_lines == 0
+
+
+def test_save_removes_the_files_of_vms_that_left(tmp_path):
+    history = History(5)
+    history.record(reading({A: 1, B: 2}, busy=3))
+    history.save(tmp_path)
+    history.record(reading({A: 1}, busy=3))
+    history.save(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "vms").iterdir()) == [A]
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    history = History(5)
+    history.record(reading({A: 100}, busy=100))
+    history.save(tmp_path)
+    history.record(reading({A: 200}, busy=200))
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        history.save(tmp_path)
+    assert (tmp_path / "vms" / A).read_text() == "100\n"  # the old file, whole
+    assert sorted(p.name for p in (tmp_path / "vms").iterdir()) == [A]  # no temporary left
+
+
+def test_load_drops_and_counts_corrupt_lines(tmp_path):
+    (tmp_path / "vms").mkdir()
+    (tmp_path / "vms" / A).write_text("100\nabc\n200\n-5\nnan\n\n300\n")
+    (tmp_path / "host").write_text("1\n2\x00\n3")
+    history = History.load(tmp_path, 100)
+    assert history.vm_histories() == {A: [100, 200, 300]}
+    assert history.host_history() == [1, 3]
+    assert history.dropped_lines == 4
+
+
+def test_load_of_a_missing_directory_is_empty(tmp_path):
+    history = History.load(tmp_path / "absent", 10)
+    assert history.vm_histories() == {}
+    assert history.host_history() == []
+
+
+def test_load_skips_files_it_cannot_read(tmp_path, monkeypatch):
+    (tmp_path / "vms").mkdir()
+    (tmp_path / "vms" / A).write_text("100\n")
+    (tmp_path / "vms" / B).write_text("200\n")
+    read = history_module.read_values
+
+    def unreadable_b(path):
+        if path.name == B:  # tests run as root, for whom file modes do not forbid reading
+            raise PermissionError(13, "Permission denied")
+        return read(path)
+
+    monkeypatch.setattr(history_module, "read_values", unreadable_b)
+    history = History.load(tmp_path, 10)
+    assert history.vm_histories() == {A: [100]}
+    history.save(tmp_path)  # the next persist rewrites what could not be read
+    assert not (tmp_path / "vms" / B).exists()
