@@ -106,6 +106,7 @@ class Daemon:
             self.metrics.source_up.set(0)
             return self._fail("collect", error)
         self.metrics.source_up.set(1)
+        self.metrics.vms_skipped.inc(reading.skipped_vms)
         with self._history_lock:
             if getattr(self.source, "keeps_history", False):
                 self.history.replace(*self.source.read_history())

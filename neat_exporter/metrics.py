@@ -205,6 +205,11 @@ class LoopMetrics:
             ["decision"],
             registry=registry,
         )
+        self.vms_skipped = Counter(
+            "neat_vms_skipped",
+            "VMs left out of a collection because they errored or vanished while being read.",
+            registry=registry,
+        )
         self.history_dropped_lines = Counter(
             "neat_history_dropped_lines",
             "Corrupt lines skipped when reading history files.",
