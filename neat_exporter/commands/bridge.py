@@ -76,10 +76,13 @@ def main(args: argparse.Namespace) -> int:
         metric_prefix="neat_bridge_migration_request",
     )
     app = Bridge(config.bridge, requester, registry)
-    server = serve_wsgi(app, config.bridge.listen, config.web_config_file)
+    server = serve_wsgi(
+        app, config.bridge.listen, config.web_config_file, listen_key="bridge.listen"
+    )
     host, port = server.address
     log.info(
-        "listening on http://%s:%d%s (global manager mode %s)",
+        "listening on %s://%s:%d%s (global manager mode %s)",
+        "https" if server.tls else "http",
         host,
         port,
         WEBHOOK_PATH,
