@@ -12,7 +12,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+import bcrypt
 import pytest
+import requests
 import yaml
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
@@ -20,9 +22,11 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 yamllint_config = pytest.importorskip("yamllint.config")
 yamllint_linter = pytest.importorskip("yamllint.linter")
 
+from pki import PKI  # noqa: E402
 from services import Libvirtd, require_program  # noqa: E402
 
 from neat_exporter.config import config_from_mapping  # noqa: E402
+from neat_exporter.web import load_web_config, serve_wsgi  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "neat-exporter"
@@ -31,6 +35,21 @@ RELEASE, NAMESPACE = "rel", "monitoring"
 
 # Distinctive secrets, so a leak into any other object is found by a plain substring search.
 USERNAME, PASSWORD, TOKEN = "neat-admin-3f9a", "pw-7c1e-not-for-configmaps", "tok-52b8-bridge"
+SCRAPE_PASSWORD = "scrape-pw-a4d0"
+SCRAPE_HASH = bcrypt.hashpw(SCRAPE_PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+TLS_KEY = "-----BEGIN PRIVATE KEY-----\nkey-e61c-web-config\n-----END PRIVATE KEY-----\n"
+WEB_DIR = "/etc/neat-exporter/web"
+# How the monitors reach the scrape credentials and the CA: Secret references, never contents.
+SCRAPE = {
+    "tlsConfig": {
+        "ca": {"secret": {"name": "neat-exporter-ca", "key": "ca.crt"}},
+        "serverName": "neat-exporter",
+    },
+    "basicAuth": {
+        "username": {"name": "neat-scrape", "key": "username"},
+        "password": {"name": "neat-scrape", "key": "password"},
+    },
+}
 
 EVERYTHING = {
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -41,6 +60,19 @@ EVERYTHING = {
     "config": {"global_manager": {"mode": "dry_run"}, "interval": 60},
     "exporter": {"tolerations": [{"operator": "Exists", "effect": "NoSchedule"}]},
     "bridge": {"enabled": True, "bearerToken": TOKEN},
+    # A web config made by the chart: TLS and basic auth for the exporter; the bridge keeps its
+    # bearer token on plain HTTP (Alertmanager cannot send both in one Authorization header).
+    "webConfig": {
+        "enabled": True,
+        "clientAuth": True,
+        "bridge": False,
+        "config": {
+            "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
+            "basic_auth_users": {"prometheus": SCRAPE_HASH},
+        },
+        "files": {"tls.crt": "-----BEGIN CERTIFICATE-----\n...\n", "tls.key": TLS_KEY},
+        "scrape": SCRAPE,
+    },
 }
 VALUE_SETS = {
     "defaults": {},
@@ -50,6 +82,17 @@ VALUE_SETS = {
         "dashboards": {"enabled": False},
         "bridge": {"enabled": True, "existingSecret": "bridge-token"},
         "credentials": {"existingSecret": "neat-credentials"},
+    },
+    "web-config-existing-secret": {
+        "podMonitor": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+        "bridge": {"enabled": True, "bearerToken": TOKEN},
+        "webConfig": {
+            "enabled": True,
+            "existingSecret": "neat-web-config",
+            "certificateSecret": "neat-tls",
+            "scrape": {"tlsConfig": {"insecureSkipVerify": True}},
+        },
     },
     "existing-secret-no-history": {
         "credentials": {"existingSecret": "neat-credentials", "usernameKey": "user"},
@@ -254,18 +297,30 @@ def test_secrets_never_appear_outside_secrets():
         text = json.dumps(obj)
         if obj["kind"] == "Secret":
             continue
-        for secret in (USERNAME, PASSWORD, TOKEN):
+        for secret in (USERNAME, PASSWORD, TOKEN, SCRAPE_HASH, TLS_KEY, "key-e61c-web-config"):
             assert secret not in text, f"{secret!r} leaked into {obj['kind']}"
             encoded = base64.b64encode(secret.encode()).decode()
             assert encoded not in text, f"{secret!r} (base64) leaked into {obj['kind']}"
-    secrets = [o for o in objects if o["kind"] == "Secret"]
-    stored = {base64.b64decode(v).decode() for s in secrets for v in s["data"].values()}
+    web = secret_data(objects, f"{RELEASE}-neat-exporter-web-config")
+    assert yaml.safe_load(web.pop("web-config.yml")) == EVERYTHING["webConfig"]["config"]
+    assert web == EVERYTHING["webConfig"]["files"]
+    others = [
+        o
+        for o in objects
+        if o["kind"] == "Secret" and not o["metadata"]["name"].endswith("-web-config")
+    ]
+    stored = {base64.b64decode(v).decode() for s in others for v in s["data"].values()}
     assert stored == {USERNAME, PASSWORD, TOKEN}
     for obj in objects:
         for container in (
             obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ):
             assert "env" not in container  # files only, never the environment
+
+
+def secret_data(objects: list[dict], name: str) -> dict[str, str]:
+    (secret,) = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
 def test_existing_secret_is_used_and_no_secret_is_rendered():
@@ -514,3 +569,211 @@ def test_history_can_be_turned_off():
     pod = only(objects, "DaemonSet")["spec"]["template"]["spec"]
     assert "history" not in volumes_by_name(pod) and "initContainers" not in pod
     assert "history_dir" not in rendered_config(objects, "exporter")
+
+
+def container_of(objects: list[dict], kind: str, component: str) -> tuple[dict, dict]:
+    pod = only(objects, kind, component)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+@pytest.mark.parametrize(
+    ("name", "secrets", "components"),
+    [
+        ("everything", [f"{RELEASE}-neat-exporter-web-config"], {"exporter"}),
+        ("web-config-existing-secret", ["neat-web-config", "neat-tls"], {"exporter", "bridge"}),
+    ],
+)
+def test_web_config_secret_is_mounted_read_only_and_named_in_the_config(name, secrets, components):
+    objects = manifests(VALUE_SETS[name])
+    for kind, component in (("DaemonSet", "exporter"), ("Deployment", "bridge")):
+        pod, container = container_of(objects, kind, component)
+        config = rendered_config(objects, component)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        if component not in components:
+            assert "web-config" not in mounts and "web_config_file" not in config
+            continue
+        # The whole folder, read-only: a subPath mount would never see a renewed certificate.
+        assert mounts["web-config"] == {
+            "name": "web-config",
+            "mountPath": WEB_DIR,
+            "readOnly": True,
+        }
+        sources = volumes_by_name(pod)["web-config"]["projected"]["sources"]
+        assert sources == [{"secret": {"name": name}} for name in secrets]
+        # One mechanism: the configuration file names it, the command line stays as it was.
+        assert config["web_config_file"] == f"{WEB_DIR}/web-config.yml"
+        assert not any("web.config" in arg for arg in container["args"])
+        environ = {
+            "NEAT_GLOBAL_MANAGER_USERNAME": "u",
+            "NEAT_GLOBAL_MANAGER_PASSWORD": "p",
+            "NEAT_BRIDGE_TOKEN": "t",
+        }
+        loaded = config_from_mapping(config, "rendered", environ=environ)
+        assert loaded.web_config_file == f"{WEB_DIR}/web-config.yml"
+
+
+def endpoints(objects: list[dict]) -> dict[str, dict]:
+    found = {}
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        for monitor in (o for o in objects if o["kind"] == kind):
+            component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
+            (found[f"{kind}/{component}"],) = monitor["spec"][key]
+    return found
+
+
+def test_monitors_scrape_https_with_secret_references():
+    scraped = endpoints(manifests(EVERYTHING))
+    for name in ("ServiceMonitor/exporter", "PodMonitor/exporter"):
+        endpoint = scraped[name]
+        assert endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"] == SCRAPE["tlsConfig"]
+        assert endpoint["basicAuth"] == SCRAPE["basicAuth"]
+    # webConfig.bridge is off there: the bridge stays on plain HTTP with its bearer token.
+    bridge = scraped["ServiceMonitor/bridge"]
+    assert "scheme" not in bridge and "tlsConfig" not in bridge
+
+    scraped = endpoints(manifests(VALUE_SETS["web-config-existing-secret"]))
+    assert set(scraped) == {
+        "ServiceMonitor/exporter",
+        "PodMonitor/exporter",
+        "ServiceMonitor/bridge",
+    }
+    for endpoint in scraped.values():
+        assert endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+        assert "basicAuth" not in endpoint
+    assert (
+        "scheme"
+        not in endpoints(manifests({"serviceMonitor": {"enabled": True}}))[
+            "ServiceMonitor/exporter"
+        ]
+    )
+
+
+def test_probes_use_https_or_only_tcp_when_clients_must_authenticate():
+    objects = manifests(VALUE_SETS["web-config-existing-secret"])
+    for kind, component in (("DaemonSet", "exporter"), ("Deployment", "bridge")):
+        _, container = container_of(objects, kind, component)
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"] == {
+                "path": "/healthz",
+                "port": "http",
+                "scheme": "HTTPS",
+            }
+    assert only(objects, "Service", "exporter")["spec"]["ports"][0]["appProtocol"] == "https"
+
+    # Basic auth: an HTTP probe would get 401, and credentials do not go into the pod spec.
+    objects = manifests(EVERYTHING)
+    _, container = container_of(objects, "DaemonSet", "exporter")
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}
+        assert "httpGet" not in container[probe]
+    assert container["livenessProbe"]["initialDelaySeconds"] == 10  # the rest is kept
+    _, bridge = container_of(objects, "Deployment", "bridge")
+    assert bridge["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def web_config_values(pki: PKI, **config) -> dict:
+    """Chart values for a chart-made web config with TLS, a client CA and basic auth."""
+    return {
+        "webConfig": {
+            "enabled": True,
+            "clientAuth": True,
+            "config": {
+                "tls_server_config": {
+                    "cert_file": "tls.crt",
+                    "key_file": f"{WEB_DIR}/tls.key",  # absolute names under the folder work too
+                    "client_ca_file": "client-ca.crt",
+                    "client_auth_type": "VerifyClientCertIfGiven",
+                },
+                "basic_auth_users": {"prometheus": SCRAPE_HASH},
+                **config,
+            },
+            "files": {
+                "tls.crt": pki.pem("server.crt"),
+                "tls.key": pki.pem("server.key"),
+                "client-ca.crt": pki.pem("client-ca.crt"),
+            },
+        }
+    }
+
+
+def test_chart_made_web_config_is_served_by_the_exporter(tmp_path):
+    """The rendered Secret, written out as the kubelet would, serves HTTPS and basic auth."""
+    pki = PKI(tmp_path / "pki")
+    objects = manifests(web_config_values(pki))
+    files = secret_data(objects, f"{RELEASE}-neat-exporter-web-config")
+    folder = tmp_path / "web"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    # The pod's mount path, as the absolute key_file names it, is this folder here.
+    config_file = folder / "web-config.yml"
+    config_file.write_text(files["web-config.yml"].replace(WEB_DIR, str(folder)))
+    web = load_web_config(config_file)
+    assert web.tls is not None and set(web.basic_auth_users) == {"prometheus"}
+
+    def metrics(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"neat_up 1\n"]
+
+    server = serve_wsgi(metrics, "127.0.0.1:0", str(config_file))
+    try:
+        url = f"https://127.0.0.1:{server.address[1]}/metrics"
+        ca = pki.path("server-ca.crt")
+        assert requests.get(url, verify=ca, timeout=5).status_code == 401
+        answer = requests.get(url, verify=ca, auth=("prometheus", SCRAPE_PASSWORD), timeout=5)
+        assert answer.status_code == 200 and answer.text == "neat_up 1\n"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("web", "message"),
+    [
+        ({"tls": False}, r"webConfig\.tls is false but webConfig\.config has tls_server_config"),
+        ({"clientAuth": False}, r"webConfig\.clientAuth must be true"),
+        ({"bridge": True}, r"webConfig\.bridge: the bridge's bearer token"),
+        ({"existingSecret": "mine"}, r"either existingSecret or config/files"),
+        ({"config": {}, "files": {}}, r"needs webConfig\.existingSecret or webConfig\.config"),
+    ],
+)
+def test_web_config_values_that_cannot_work_are_refused_by_name(web, message):
+    values = json.loads(json.dumps(EVERYTHING))
+    values["webConfig"].update(web)
+    with (
+        helm.Chart.load(str(CHART)) as chart,
+        pytest.raises(helm.HelmRenderError, match=message),
+    ):
+        chart.render(values, name=RELEASE)
+
+
+def test_web_config_schema_refuses_secrets_and_paths_it_cannot_take():
+    with helm.Chart.load(str(CHART)) as chart:
+        for bad in (
+            {"config": {"web_config_file": "/etc/web.yml"}},  # set by the chart
+            {"webConfig": {"config": {"basic_auth_users": {"prometheus": "plain-password"}}}},
+            {"webConfig": {"config": {"tls_server_confg": {}}}},
+            {"webConfig": {"files": {"web-config.yml": "x"}}},
+            {"webConfig": {"files": {"../tls.key": "x"}}},
+            {"webConfig": {"scrape": {"tlsConfig": {"keyFile": "/etc/key"}}}},
+            {"webConfig": {"scrape": {"tlsConfig": {"ca": {"secret": {"name": "ca"}}}}}},
+            {"webConfig": {"scrape": {"basicAuth": {"username": "prometheus"}}}},
+            {"webConfig": {"scrape": {"basicAuth": {"username": SCRAPE["basicAuth"]["username"]}}}},
+        ):
+            with pytest.raises(helm.HelmValuesError):
+                chart.validate_schema(bad)
+
+
+def test_tls_values_in_the_deployment_guide_render():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", guide, flags=re.DOTALL)]
+    values = next(b for b in blocks if "webConfig" in b)
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+    objects = manifests({**values, "serviceMonitor": {"enabled": True}})
+    pod, _ = container_of(objects, "DaemonSet", "exporter")
+    sources = volumes_by_name(pod)["web-config"]["projected"]["sources"]
+    assert {"secret": {"name": "neat-exporter-tls"}} in sources
+    assert endpoints(objects)["ServiceMonitor/exporter"]["scheme"] == "https"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import ipaddress
 import socket
 import ssl
@@ -20,9 +19,8 @@ import pytest
 import requests
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from pki import PKI, issue
 from services import Process, free_port, wait_until
 
 from neat_exporter import web
@@ -31,70 +29,6 @@ from neat_exporter.web import BasicAuth, load_web_config, serve_wsgi
 
 PASSWORD = "s3cret-pässword"
 EXPORTER = [sys.executable, "-m", "neat_exporter"]
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(subject, issuer, issuer_key, *, ca: bool, sans=(), key=None):
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return key, builder.sign(issuer_key or key, hashes.SHA256())
-
-
-class PKI:
-    """A server CA with a server certificate, a client CA with two clients, and a rogue CA."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(exist_ok=True)
-        for ca_name in ("server-ca", "client-ca", "rogue-ca"):
-            key, cert = _issue(ca_name, ca_name, None, ca=True)
-            self._write(ca_name, key, cert)
-            setattr(self, ca_name.replace("-", "_"), (key, cert))
-        loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        self._leaf("server", self.server_ca, loopback)
-        self._leaf("client", self.client_ca, [x509.DNSName("scraper.example")])
-        self._leaf("other-client", self.client_ca, [x509.DNSName("intruder.example")])
-        self._leaf("rogue-client", self.rogue_ca, [x509.DNSName("scraper.example")])
-
-    def _leaf(self, name, ca, sans):
-        ca_key, ca_cert = ca
-        key, cert = _issue(name, ca_cert.subject.rfc4514_string()[3:], ca_key, ca=False, sans=sans)
-        self._write(name, key, cert)
-
-    def _write(self, name, key, cert):
-        (self.folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (self.folder / f"{name}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-    def path(self, name: str) -> str:
-        return str(self.folder / name)
-
-    def client(self, name: str) -> tuple[str, str]:
-        return self.path(f"{name}.crt"), self.path(f"{name}.key")
 
 
 @pytest.fixture(scope="module")
@@ -497,14 +431,14 @@ def test_changed_users_and_certificates_apply_without_a_restart(tmp_path, pki, m
 
         # A certificate renewed by another CA (think cert-manager) is served from the next
         # connection on.
-        key, cert = _issue(
+        key, cert = issue(
             "renewed",
             "rogue-ca",
             pki.rogue_ca[0],
             ca=False,
             sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
         )
-        PKI._write(pki, "renewed", key, cert)
+        pki.write("renewed", key, cert)
         for name in ("crt", "key"):
             (tmp_path / f"server.{name}").write_bytes(
                 Path(pki.path(f"renewed.{name}")).read_bytes()

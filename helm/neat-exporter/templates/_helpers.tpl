@@ -94,3 +94,102 @@ with the credential files pointing at the mounted Secret (never the secrets them
       - key: {{ .Values.credentials.passwordKey }}
         path: password
 {{- end }}
+
+{{/* The Secret holding the web config: an existing one, or the chart's. */}}
+{{- define "neat-exporter.webConfigSecret" -}}
+{{- .Values.webConfig.existingSecret | default (printf "%s-web-config" (include "neat-exporter.fullname" .)) }}
+{{- end }}
+
+{{- define "neat-exporter.webConfigDir" -}}/etc/neat-exporter/web{{- end }}
+
+{{/*
+Refuse web config values that cannot work, naming the value to change. Only a chart-made web
+config can be compared with webConfig.tls and webConfig.clientAuth.
+*/}}
+{{- define "neat-exporter.webConfigChecks" -}}
+{{- $web := .Values.webConfig }}
+{{- if $web.enabled }}
+{{- if and $web.existingSecret (or $web.config $web.files) }}
+{{- fail "webConfig: give either existingSecret or config/files, not both" }}
+{{- end }}
+{{- if not (or $web.existingSecret $web.config) }}
+{{- fail "webConfig.enabled needs webConfig.existingSecret or webConfig.config" }}
+{{- end }}
+{{- with $web.config }}
+{{- $tls := default dict .tls_server_config }}
+{{- if ne (not (empty $tls)) $web.tls }}
+{{- fail (printf "webConfig.tls is %t but webConfig.config %s tls_server_config" $web.tls (ternary "has" "has no" (not (empty $tls)))) }}
+{{- end }}
+{{- $askedFor := or .basic_auth_users (has (default "NoClientCert" $tls.client_auth_type) (list "RequireAnyClientCert" "RequireClientCert" "RequireAndVerifyClientCert")) }}
+{{- if and $askedFor (not $web.clientAuth) }}
+{{- fail "webConfig.clientAuth must be true: webConfig.config asks clients for a password or certificate, which HTTP probes cannot give" }}
+{{- end }}
+{{- if and .basic_auth_users $web.bridge $.Values.bridge.enabled (or $.Values.bridge.bearerToken $.Values.bridge.existingSecret) }}
+{{- fail "webConfig.bridge: the bridge's bearer token and webConfig.config.basic_auth_users both need the Authorization header; set webConfig.bridge=false or drop one" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether a component (exporter, bridge) is served with the web config: "true" or "". */}}
+{{- define "neat-exporter.webConfigFor" -}}
+{{- $web := .root.Values.webConfig }}
+{{- if and $web.enabled (or (eq .component "exporter") $web.bridge) }}true{{ end }}
+{{- end }}
+
+{{/*
+Volume and mount of the web config Secret, with the certificate Secret (cert-manager's, say) in
+the same folder: the whole folder, never a subPath, so that renewals reach the pod.
+*/}}
+{{- define "neat-exporter.webConfigVolume" -}}
+- name: web-config
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ include "neat-exporter.webConfigSecret" . }}
+      {{- with .Values.webConfig.certificateSecret }}
+      - secret:
+          name: {{ . }}
+      {{- end }}
+{{- end }}
+
+{{- define "neat-exporter.webConfigMount" -}}
+- name: web-config
+  mountPath: {{ include "neat-exporter.webConfigDir" . }}
+  readOnly: true
+{{- end }}
+
+{{/*
+A probe for a component: the given one, over HTTPS with TLS, and a TCP connection when the web
+config wants client credentials (kept out of the pod spec, so the kubelet has none).
+*/}}
+{{- define "neat-exporter.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- $web := .root.Values.webConfig }}
+{{- if and (include "neat-exporter.webConfigFor" .) $probe.httpGet }}
+{{- if $web.clientAuth }}
+{{- $_ := set $probe "tcpSocket" (dict "port" $probe.httpGet.port) }}
+{{- $_ := unset $probe "httpGet" }}
+{{- else if $web.tls }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/* scheme, tlsConfig and basicAuth of a ServiceMonitor or PodMonitor endpoint. */}}
+{{- define "neat-exporter.scrapeSecurity" -}}
+{{- $web := .root.Values.webConfig }}
+{{- if include "neat-exporter.webConfigFor" . }}
+scheme: {{ ternary "https" "http" $web.tls }}
+{{- with $web.scrape.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $web.scrape.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
