@@ -1,0 +1,258 @@
+"""One consolidation round of ``PowerVmAllocationPolicyMigrationAbstract.optimizeAllocation``.
+
+The round works on a tentative copy of the allocation, exactly as CloudSim does between
+``saveAllocation`` and ``restoreAllocation``: VMs taken off overloaded hosts and VMs placed on
+targets change the hosts' VM lists, free MIPS, requested MIPS and utilization histories for
+the rest of the round, while each host's measured utilization (its current power, whether it
+counts as switched off or as the least utilized) stays as last updated. Placement is PABFD:
+the suitable host, not overloaded after taking the VM unless nothing is allocated on it, with
+the least power increase, where the power after is estimated from the MIPS allocated on the
+host so far in the round (3.0.3's ``getUtilizationOfCpuMips(host)``; later CloudSim versions
+use the last measured utilization instead, which consolidates much harder).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from neat_exporter.simulate.power import specpower
+
+if TYPE_CHECKING:
+    from neat_exporter.simulate.fleet import Fleet
+
+IN = 2
+
+
+class Planner:
+    """The tentative state of one round; also the context VM selection policies read."""
+
+    def __init__(self, fleet: Fleet, time: float):
+        self.fleet = fleet
+        self.time = time
+        self.detector = fleet.policy.detector
+        self.selection = fleet.policy.selection
+        self.vm_ram = fleet.vm_ram
+        self.vm_mips = fleet.vm_mips
+        self.requested = fleet.requested
+        self.history = fleet.history
+        self.history_length = fleet.history_length
+        self.in_migration = fleet.in_migration
+        spec = fleet.spec
+        self.horizon = math.ceil(
+            float(fleet.vm_ram.max()) / spec.migration_bandwidth / spec.interval
+        )
+        self.window = getattr(self.detector, "window", spec.history_length)
+        self.total = fleet.host_total
+        self.pe = fleet.host_pe
+        self.kinds = fleet.power_kind
+        self.vms = [list(members) for members in fleet.vms]
+        self.utilization = fleet.utilization
+        self.power_now = fleet.power(self.utilization)
+        nonzero = self.history > 0
+        last = self.history.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+        self.vm_trimmed = np.where(nonzero.any(axis=1), last, 0)
+        self.vm_terms = self.history * self.vm_mips[:, None]
+
+        vms, hosts, positions, kinds = fleet._entry_arrays()
+        capped = np.minimum(self.requested[vms], self.pe[hosts])
+        demand = np.where(kinds == IN, capped * 0.1, capped)
+        demand_sum = np.bincount(hosts, weights=demand, minlength=spec.hosts)
+        self.available = np.maximum(self.total - demand_sum, 0.0)
+        self.available[demand_sum > self.total] = 0.0
+        self.requested_sum = fleet.host_requested.copy()
+        self.host_history = np.zeros((spec.hosts, spec.history_length))
+        np.add.at(self.host_history, hosts, self.vm_terms[vms] / self.total[hosts, None])
+        self.host_trimmed = np.zeros(spec.hosts, dtype=np.int64)
+        for host in np.unique(hosts):
+            self._trim(host)
+        # MIPS allocated on each host as the round goes; a VM migrating in counts 10 times its
+        # allocation (its full demand), a VM migrating out 0.9 times its demand.
+        allocated = fleet._entry_allocated
+        potential = np.where(kinds == IN, allocated + allocated * 0.9 / 0.1, allocated)
+        self.allocated = fleet._ordered_sum(hosts, positions, potential)
+
+    @property
+    def fits(self) -> np.ndarray:
+        """The largest VM demand each host can take: a core's MIPS, and free MIPS."""
+        return np.minimum(self.pe, self.available)
+
+    # --- tentative changes --------------------------------------------------------------------
+
+    def _trim(self, host: int) -> None:
+        row = np.flatnonzero(self.host_history[host] != 0)
+        self.host_trimmed[host] = row[-1] + 1 if row.size else 0
+
+    def _recompute(self, host: int) -> None:
+        members = self.vms[host]
+        incoming = self.fleet.migrating_in[host]
+        requested = 0.0
+        demands = []
+        for vm in members:
+            requested += self.requested[vm]
+            demand = min(self.requested[vm], self.pe[host])
+            demands.append(demand * 0.1 if incoming and vm in incoming else demand)
+        self.requested_sum[host] = requested
+        total_demand = sum(demands)
+        if total_demand <= self.total[host]:
+            self.available[host] = self.total[host] - total_demand
+            self.allocated[host] = sum(
+                demand * 10 if incoming and vm in incoming else demand
+                for vm, demand in zip(members, demands, strict=True)
+            )
+        else:  # oversubscribed: every VM scaled down, nothing left
+            self.available[host] = 0.0
+            self.allocated[host] = float(
+                np.floor(np.array(demands) * (self.total[host] / total_demand)).sum()
+            )
+        if members:
+            self.host_history[host] = (self.vm_terms[members] / self.total[host]).sum(axis=0)
+        else:
+            self.host_history[host] = 0.0
+        self._trim(host)
+
+    def add(self, host: int, vm: int) -> None:
+        """``vmCreate`` on a target during the round."""
+        self.vms[host].append(vm)
+        self.requested_sum[host] += self.requested[vm]
+        demand = min(self.requested[vm], self.pe[host])
+        available = self.available[host]
+        self.available[host] = available - demand if available >= demand else 0.0
+        self.allocated[host] += demand
+        self.host_history[host] += self.vm_terms[vm] / self.total[host]
+        self.host_trimmed[host] = max(self.host_trimmed[host], self.vm_trimmed[vm])
+
+    def remove(self, host: int, vm: int) -> None:
+        """``vmDestroy`` during the round."""
+        self.vms[host].remove(vm)
+        self._recompute(host)
+
+    # --- decisions ------------------------------------------------------------------------------
+
+    def overloaded(self, hosts: np.ndarray) -> np.ndarray:
+        return self.detector.overloaded(
+            self.requested_sum[hosts] / self.total[hosts],
+            self.host_history[hosts, : self.window],
+            self.host_trimmed[hosts],
+            self.horizon,
+        )
+
+    def overloaded_hosts(self) -> np.ndarray:
+        hosts = np.arange(len(self.total))
+        decide = getattr(self.detector, "decide", None)
+        if decide is None:
+            return self.overloaded(hosts)
+        return np.array(
+            [decide(host, self.host_history[host, : self.host_trimmed[host]]) for host in hosts],
+            dtype=bool,
+        )
+
+    def find_host(self, vm: int, excluded: np.ndarray) -> int | None:
+        """PABFD's choice for one VM, or None."""
+        requested = self.requested[vm]
+        candidates = np.nonzero(~excluded & (self.fits >= requested))[0]
+        if candidates.size == 0:
+            return None
+        allocated = self.allocated[candidates]
+        busy = np.nonzero(allocated)[0]
+        if busy.size:
+            over = self._overloaded_with(candidates[busy], vm)
+            if over.any():
+                keep = np.ones(candidates.size, dtype=bool)
+                keep[busy[over]] = False
+                candidates, allocated = candidates[keep], allocated[keep]
+                if candidates.size == 0:
+                    return None
+        after = (allocated + requested) / self.total[candidates]
+        # CloudSim's own arithmetic: many hosts tie up to rounding, and the rounding decides.
+        increase = specpower(self.kinds[candidates], after) - self.power_now[candidates]
+        return int(candidates[np.argmin(increase)])
+
+    def _overloaded_with(self, hosts: np.ndarray, vm: int) -> np.ndarray:
+        """Would these hosts be overloaded after taking ``vm`` (``isHostOverUtilizedAfter…``)?"""
+        total = self.total[hosts]
+        requested = (self.requested_sum[hosts] + self.requested[vm]) / total
+        length = np.maximum(self.host_trimmed[hosts], self.vm_trimmed[vm])
+        width = self.window
+        return self.detector.overloaded(
+            requested,
+            self.host_history[hosts, :width] + self.vm_terms[vm, :width] / total[:, None],
+            length,
+            self.horizon,
+        )
+
+    def _by_decreasing_cpu(self, vms: list[int]) -> list[int]:
+        return sorted(vms, key=lambda vm: -self.requested[vm])
+
+    def optimize(self) -> list[tuple[int, int]]:
+        """The migrations of this round, overload ones first, as (vm, target host)."""
+        overloaded = self.overloaded_hosts()
+        to_migrate: list[int] = []
+        for host in np.flatnonzero(overloaded):
+            while True:
+                vm = self.selection.select(self.vms[host], self)
+                if vm is None:
+                    break
+                to_migrate.append(vm)
+                self.remove(int(host), vm)
+                if not self.overloaded(np.array([host]))[0]:
+                    break
+        migrations = []
+        for vm in self._by_decreasing_cpu(to_migrate):
+            target = self.find_host(vm, overloaded)
+            if target is not None:
+                self.add(target, vm)
+                migrations.append((vm, target))
+        return migrations + self._underload(overloaded)
+
+    def _underload(self, overloaded: np.ndarray) -> list[tuple[int, int]]:
+        """``getMigrationMapFromUnderUtilizedHosts``: empty the least used hosts, all or nothing."""
+        switched_off = self.utilization == 0
+        not_source = overloaded | switched_off
+        not_target = overloaded | switched_off
+        migrations: list[tuple[int, int]] = []
+        utilization = self.utilization
+        while not not_source.all():
+            host = self._least_utilized(not_source, utilization)
+            if host is None:
+                break
+            not_source[host] = True
+            not_target[host] = True
+            vms = [vm for vm in self.vms[host] if not self.in_migration[vm]]
+            if not vms:
+                continue
+            placed: list[tuple[int, int]] = []
+            for vm in self._by_decreasing_cpu(vms):
+                target = self.find_host(vm, not_target)
+                if target is None:
+                    for moved, moved_to in placed:
+                        self.remove(moved_to, moved)
+                    placed = []
+                    break
+                self.add(target, vm)
+                placed.append((vm, target))
+            for _, target in placed:
+                not_source[target] = True
+            migrations += placed
+        return migrations
+
+    def _least_utilized(self, excluded: np.ndarray, utilization: np.ndarray) -> int | None:
+        eligible = np.flatnonzero(~excluded & (utilization > 0) & (utilization < 1))
+        if eligible.size == 0:
+            return None
+        for host in eligible[np.argsort(utilization[eligible], kind="stable")]:
+            if not self._all_migrating_out_or_any_in(int(host)):
+                return int(host)
+        return None
+
+    def _all_migrating_out_or_any_in(self, host: int) -> bool:
+        """CloudSim's ``areAllVmsMigratingOutOrAnyVmMigratingIn``, with its early return."""
+        incoming = self.fleet.migrating_in[host]
+        for vm in self.vms[host]:
+            if not self.in_migration[vm]:
+                return False
+            if vm in incoming:
+                return True
+        return True
