@@ -112,7 +112,7 @@ class Daemon:
                 self.history.replace(*self.source.read_history())
             else:
                 self.history.record(reading)
-            vms_mhz = self.history.vm_histories()
+            vms_mhz = self.history.vm_arrays()
             host_mhz = self.history.host_history()
         capacity_mhz = reading.cpu_mhz_total * self.config.host_cpu_usable_by_vms
         vms_ram_mb = {uuid: vm.ram_max_mb for uuid, vm in reading.vms.items()}

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from neat_exporter.files import write_atomically
 from neat_exporter.sources.base import Reading
 
@@ -83,13 +85,21 @@ def _remove_temporary(path: Path) -> None:
 
 
 class History:
-    """The newest ``length`` MHz samples of every VM on the host and of the hypervisor."""
+    """The newest ``length`` MHz samples of every VM on the host and of the hypervisor.
+
+    The VMs' samples live in one array, a row per VM (in the order the VMs got their first
+    sample), newest sample in the last column, so a cycle at a thousand VMs adds its samples and
+    hands them to the algorithms with a few array operations rather than per-VM Python work.
+    """
 
     def __init__(self, length: int):
         if length < 1:
             raise ValueError(f"history length must be at least 1, got {length}")
         self.length = length
-        self.vms: dict[str, deque[float]] = {}
+        self._rows: dict[str, int] = {}
+        self._samples = np.zeros((0, length))
+        """Row ``_rows[uuid]`` holds the VM's ``_counts[row]`` samples, right-aligned."""
+        self._counts = np.zeros(0, dtype=np.intp)
         self.host: deque[float] = deque(maxlen=length)
         self.dropped_lines = 0
         """Corrupt lines skipped when the history was loaded."""
@@ -97,23 +107,71 @@ class History:
     def record(self, reading: Reading) -> None:
         """Add one collection: a sample per VM that has one, the hypervisor overhead, and forget
         VMs that are no longer on the host. A VM seen for the first time has no sample yet."""
-        for uuid in list(self.vms):
-            if uuid not in reading.vms:
-                del self.vms[uuid]
-        for uuid, vm in reading.vms.items():
-            if vm.cpu_mhz is not None:
-                self.vms.setdefault(uuid, deque(maxlen=self.length)).append(float(vm.cpu_mhz))
+        if any(uuid not in reading.vms for uuid in self._rows):
+            self._keep([uuid for uuid in self._rows if uuid in reading.vms])
+        sampled = [(uuid, vm.cpu_mhz) for uuid, vm in reading.vms.items() if vm.cpu_mhz is not None]
+        self._add_rows([uuid for uuid, _ in sampled if uuid not in self._rows])
+        if sampled:
+            rows = np.fromiter((self._rows[uuid] for uuid, _ in sampled), np.intp, len(sampled))
+            values = np.fromiter((mhz for _, mhz in sampled), np.float64, len(sampled))
+            samples = self._samples
+            if len(rows) == len(samples):  # every VM has a sample: shift them all in place
+                samples[:, :-1] = samples[:, 1:]
+            else:
+                samples[rows, :-1] = samples[rows, 1:]
+            samples[rows, -1] = values
+            self._counts[rows] = np.minimum(self._counts[rows] + 1, self.length)
         overhead = hypervisor_overhead(reading)
         if overhead is not None:
             self.host.append(overhead)
 
+    def _add_rows(self, uuids: list[str]) -> None:
+        if not uuids:
+            return
+        first = len(self._rows)
+        self._rows.update((uuid, first + index) for index, uuid in enumerate(uuids))
+        self._samples = np.concatenate([self._samples, np.zeros((len(uuids), self.length))])
+        self._counts = np.concatenate([self._counts, np.zeros(len(uuids), dtype=np.intp)])
+
+    def _keep(self, uuids: list[str]) -> None:
+        """Keep only the rows of ``uuids``, in that order."""
+        rows = [self._rows[uuid] for uuid in uuids]
+        self._samples = self._samples[rows]
+        self._counts = self._counts[rows]
+        self._rows = {uuid: row for row, uuid in enumerate(uuids)}
+
     def replace(self, vms: Mapping[str, Iterable[float]], host: Iterable[float]) -> None:
         """Take histories kept by someone else (Neat's data collector) as they are."""
-        self.vms = {uuid: deque(values, maxlen=self.length) for uuid, values in vms.items()}
+        self._rows = {}
+        self._samples = np.zeros((0, self.length))
+        self._counts = np.zeros(0, dtype=np.intp)
+        self._add_rows(list(vms))
+        for uuid, values in vms.items():
+            newest = list(values)[-self.length :]
+            row = self._rows[uuid]
+            self._samples[row, self.length - len(newest) :] = newest
+            self._counts[row] = len(newest)
         self.host = deque(host, maxlen=self.length)
 
+    def _series(self, samples: np.ndarray) -> dict[str, np.ndarray]:
+        """Every VM's samples as views of rows of ``samples``, VMs without samples left out."""
+        length = self.length
+        counts = self._counts.tolist()
+        return {
+            uuid: samples[row, length - counts[row] :]
+            for uuid, row in self._rows.items()
+            if counts[row]
+        }
+
     def vm_histories(self) -> dict[str, list[float]]:
-        return {uuid: list(values) for uuid, values in self.vms.items() if values}
+        return {uuid: values.tolist() for uuid, values in self._series(self._samples).items()}
+
+    def vm_arrays(self) -> dict[str, np.ndarray]:
+        """:meth:`vm_histories` as read-only arrays: views of one copy taken now, so later
+        records do not change them."""
+        samples = self._samples.copy()
+        samples.flags.writeable = False
+        return self._series(samples)
 
     def host_history(self) -> list[float]:
         return list(self.host)
@@ -125,10 +183,11 @@ class History:
         root = Path(directory)
         vms_dir = root / VMS_DIR
         vms_dir.mkdir(parents=True, exist_ok=True)
-        for uuid, values in self.vms.items():
-            write_values(vms_dir / uuid, values)
+        length, counts = self.length, self._counts.tolist()
+        for uuid, row in self._rows.items():
+            write_values(vms_dir / uuid, self._samples[row, length - counts[row] :].tolist())
         for path in vms_dir.iterdir():
-            if path.is_file() and not path.name.startswith(".") and path.name not in self.vms:
+            if path.is_file() and not path.name.startswith(".") and path.name not in self._rows:
                 path.unlink(missing_ok=True)
         write_values(root / HOST_FILE, self.host)
 
@@ -138,6 +197,7 @@ class History:
         history = cls(length)
         root = Path(directory)
         vms_dir = root / VMS_DIR
+        vms: dict[str, list[float]] = {}
         try:
             if vms_dir.is_dir():
                 for path in sorted(vms_dir.iterdir()):
@@ -145,7 +205,7 @@ class History:
                         _remove_temporary(path)
                     elif path.is_file() and (loaded := _read_or_skip(path)) is not None:
                         history.dropped_lines += loaded.dropped
-                        history.vms[path.name] = deque(loaded.values, maxlen=length)
+                        vms[path.name] = loaded.values
             host_path = root / HOST_FILE
             for path in root.glob(f".{HOST_FILE}.*"):
                 _remove_temporary(path)
@@ -154,6 +214,7 @@ class History:
                 history.host.extend(loaded.values)
         except OSError as error:  # the folder itself cannot be listed: start afresh
             log.warning("%s: history not loaded: %s", directory, error.strerror or error)
+        history.replace(vms, history.host)
         if history.dropped_lines:
             log.warning("%s: dropped %d corrupt history line(s)", directory, history.dropped_lines)
         return history

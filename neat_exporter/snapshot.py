@@ -87,6 +87,7 @@ def build_snapshot(
     else:
         utilization = None
     selected = decision.selected if decision is not None and decision.reason is not None else ()
+    leaving = frozenset(selected)  # an underloaded host selects every VM
     detectors = {}
     if decision is not None:
         for name, detection in (("underload", decision.underload), ("overload", decision.overload)):
@@ -110,7 +111,7 @@ def build_snapshot(
                 uuid=uuid,
                 cpu_hz=None if vm.cpu_mhz is None else vm.cpu_mhz * MHZ,
                 memory_max_bytes=vm.ram_max_mb * MIB,
-                selected=uuid in selected,
+                selected=uuid in leaving,
                 info=MappingProxyType(dict(vm.info)),
             )
             for uuid, vm in sorted(reading.vms.items())

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from neat_exporter.algorithms.params import as_history
+from neat_exporter.algorithms.params import as_histories, as_history
 from neat_exporter.errors import InputError
 
 
@@ -30,17 +30,27 @@ def host_utilization(
         capacity_mhz <= 0
     ):
         raise InputError(f"capacity_mhz: must be a finite number > 0, got {capacity_mhz!r}")
-    series = [as_history(mhz, f"vms_mhz[{uuid!r}]") for uuid, mhz in vms_mhz.items()]
-    length = max((len(s) for s in series), default=0)
+    matrix = _left_padded(list(as_histories(vms_mhz, "vms_mhz").values()))
+    length = matrix.shape[1]
     if length == 0:
         return []
     overhead = as_history(host_overhead_mhz, "host_overhead_mhz")[-length:]
-    total = np.zeros(length)
-    # Row by row, in Neat's order (VMs, then the hypervisor): the same float sums as Neat's.
-    for values in [*series, overhead]:
-        if len(values):
-            total[length - len(values) :] += values
+    # Neat adds the VMs one after the other, then the hypervisor: a running sum down the rows
+    # gives the same floats (the zero padding adds exactly nothing).
+    total = np.cumsum(matrix, axis=0)[-1]
+    total[length - len(overhead) :] += overhead
     return (total / float(capacity_mhz)).tolist()
+
+
+def _left_padded(series: list[np.ndarray]) -> np.ndarray:
+    """The series as rows of one array, left-padded with zeros to the longest."""
+    length = max((len(s) for s in series), default=0)
+    if series and all(len(s) == length for s in series):
+        return np.stack(series)
+    matrix = np.zeros((len(series), length))
+    for row, values in enumerate(series):
+        matrix[row, length - len(values) :] = values
+    return matrix
 
 
 def migration_time(

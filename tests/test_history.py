@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neat_exporter import history as history_module
 from neat_exporter.history import History
@@ -109,3 +112,34 @@ def test_load_skips_files_it_cannot_read(tmp_path, monkeypatch):
     assert history.vm_histories() == {A: [100]}
     history.save(tmp_path)  # the next persist rewrites what could not be read
     assert not (tmp_path / "vms" / B).exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from("abcdef"),
+            st.none() | st.floats(0, 1e6, allow_nan=False),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 4),
+)
+def test_record_keeps_each_vms_newest_samples_in_first_sample_order(collections, length):
+    history = History(length)
+    expected: dict[str, deque] = {}  # the plain model: a deque per VM
+    for vms in collections:
+        history.record(reading(vms, busy=None))
+        expected = {uuid: values for uuid, values in expected.items() if uuid in vms}
+        for uuid, mhz in vms.items():
+            if mhz is not None:
+                expected.setdefault(uuid, deque(maxlen=length)).append(mhz)
+        histories = history.vm_histories()
+        assert histories == {uuid: list(values) for uuid, values in expected.items()}
+        assert list(histories) == list(expected)
+        arrays = history.vm_arrays()
+        assert {uuid: values.tolist() for uuid, values in arrays.items()} == histories
+    history.record(reading({uuid: 1.0 for uuid in "abcdef"}, busy=None))
+    assert {u: v.tolist() for u, v in arrays.items()} == histories  # a copy, not a view

@@ -37,9 +37,11 @@ def test_bad_capacity_is_named(capacity):
         host_utilization({"a": [1]}, [], capacity)
 
 
-def test_non_finite_vm_sample_names_the_vm():
+@pytest.mark.parametrize("as_series", [list, np.array], ids=["lists", "arrays"])
+def test_non_finite_vm_sample_names_the_vm(as_series):
+    vms = {"a": as_series([1.0, 2.0]), "b": as_series([1.0, math.nan])}
     with pytest.raises(InputError, match=r"vms_mhz\['b'\].*index 1"):
-        host_utilization({"a": [1, 2], "b": [1, math.nan]}, [], 1000)
+        host_utilization(vms, [], 1000)
 
 
 def test_migration_time_is_mean_ram_over_bandwidth():

@@ -127,6 +127,18 @@ def as_history(values: Any, what: str = "utilization") -> np.ndarray:
     return array
 
 
+def as_histories(series: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
+    """:func:`as_history` of every value, named ``what[key]`` in errors. Float arrays (what the
+    daemon's history hands over) are checked all at once, not one by one."""
+    values = list(series.values())
+    arrays = all(
+        isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == np.float64 for v in values
+    )
+    if arrays and (not values or np.isfinite(np.concatenate(values)).all()):
+        return dict(zip(series, values, strict=True))
+    return {key: as_history(value, f"{what}[{key!r}]") for key, value in series.items()}
+
+
 def sequential_sum(values: np.ndarray) -> float:
     """Left-to-right float sum, as Python 2's ``sum`` (numpy's ``sum`` is pairwise and
     Python 3.12's is compensated; either can differ in the last bit and flip a tie)."""

@@ -17,6 +17,7 @@ import numpy as np
 from neat_exporter.algorithms.algorithm import Algorithm
 from neat_exporter.algorithms.params import (
     Param,
+    as_histories,
     as_history,
     integer,
     sequential_sum,
@@ -24,11 +25,12 @@ from neat_exporter.algorithms.params import (
 from neat_exporter.errors import InputError
 
 
-def _histories(vms_cpu_mhz: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
-    return {uuid: as_history(mhz, f"vms_cpu_mhz[{uuid!r}]") for uuid, mhz in vms_cpu_mhz.items()}
-
-
 def _ram(vms_ram_mb: Mapping[str, float]) -> dict[str, float]:
+    try:  # all at once; one at a time only to name a bad value
+        values = as_history(list(vms_ram_mb.values()), "vms_ram_mb")
+        return dict(zip(vms_ram_mb, values.tolist(), strict=True))
+    except InputError:
+        pass
     ram = {}
     for uuid, value in vms_ram_mb.items():
         checked = as_history([value], f"vms_ram_mb[{uuid!r}]")
@@ -54,7 +56,7 @@ class SelectorAlgorithm(Algorithm):
         vms_ram_mb: Mapping[str, float],
         state: Any = None,
     ) -> tuple[list[str], Any]:
-        cpu = _histories(vms_cpu_mhz)
+        cpu = as_histories(vms_cpu_mhz, "vms_cpu_mhz")
         ram = _ram(vms_ram_mb)
         if not cpu:
             return [], {}
@@ -119,11 +121,13 @@ class MinimumMigrationTimeMaxCpu(SelectorAlgorithm):
             raise InputError("vms_ram_mb: no RAM size for any of the VMs in vms_cpu_mhz")
         min_ram = min(sizes)
         last_n = self.params["last_n"]
+        candidates = [uuid for uuid in cpu if ram.get(uuid) == min_ram]
+        tails = [cpu[uuid][-last_n:] for uuid in candidates]
+        if all(len(tail) == last_n for tail in tails):  # the usual case, done in one go
+            means = np.cumsum(np.stack(tails), axis=1)[:, -1] / last_n  # sequential sums
+            return candidates[int(np.argmax(means))]  # the first of the highest
         best, best_mean = None, -np.inf
-        for uuid, mhz in cpu.items():
-            if ram.get(uuid) != min_ram:
-                continue
-            tail = mhz[-last_n:]
+        for uuid, tail in zip(candidates, tails, strict=True):
             mean = sequential_sum(tail) / len(tail) if len(tail) else 0.0
             if mean > best_mean:
                 best, best_mean = uuid, mean
