@@ -1,4 +1,4 @@
-"""Real external programs for the tests: libvirtd, Prometheus, Alertmanager.
+"""Real external programs for the tests: neat-exporter, libvirtd, Prometheus, Alertmanager.
 
 Each is started on loopback or a unix socket inside a temporary directory, waited for by
 polling, and stopped by its PID. A missing program skips the test with the reason printed.
@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+EXPORTER = [sys.executable, "-m", "neat_exporter"]
 
 
 def free_port() -> int:
@@ -88,6 +92,71 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def scrape(url: str, timeout: float = 5) -> dict[tuple, float]:
+    """Every sample on ``url``/metrics as {(name, (label, value), ...): value}."""
+    response = requests.get(f"{url}/metrics", timeout=timeout)
+    response.raise_for_status()
+    return {
+        (sample.name, *sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def sample_value(samples: dict[tuple, float], name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` of a :func:`scrape`, 0 when it is absent."""
+    return samples.get((name, *sorted(labels.items())), 0.0)
+
+
+class Exporter:
+    """`neat-exporter run --config` with ``config`` and a free loopback port, its files in
+    ``workdir``; ready once its first cycle shows on /metrics. ``wrap`` prefixes the command and
+    ``env`` is added to the environment."""
+
+    def __init__(
+        self, workdir: Path, config: dict, wrap: list[str] = (), env: dict[str, str] | None = None
+    ):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.address = f"127.0.0.1:{free_port()}"
+        self.url = f"http://{self.address}"
+        config_path = workdir / "exporter.yml"
+        config_path.write_text(yaml.safe_dump({**config, "listen": self.address}))
+        self.process = Process(
+            [*wrap, *EXPORTER, "run", "--config", str(config_path)],
+            workdir / "exporter.log",
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            self.wait_for(
+                lambda: self.value("neat_cycles_total") >= 1, "the exporter's first cycle", 30
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def metrics(self, timeout: float = 5) -> dict[tuple, float]:
+        return scrape(self.url, timeout)
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample_value(self.metrics(), name, **labels)
+
+    def wait_for(self, check: Callable[[], object], what: str, timeout: float = 20):
+        """:func:`wait_until` ``check``, reporting the exporter's log should it exit."""
+
+        def guarded():
+            if not self.process.alive():
+                raise RuntimeError(f"the exporter exited: {self.log()[-3000:]}")
+            return check()
+
+        return wait_until(guarded, timeout, what, 0.1)
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+    def log(self) -> str:
+        return self.process.log()
 
 
 class Prometheus:

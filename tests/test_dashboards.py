@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from services import Process, Prometheus, free_port, require_program, wait_until
+from prometheus_checks import scraped_exporter
+from services import Prometheus, require_program, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -231,14 +232,13 @@ def test_every_query_parses_with_promtool(tmp_path):
 # --- every panel query against a real Prometheus scraping a running exporter -----------------
 
 
-def exporter_config(port: int) -> dict:
+def exporter_config() -> dict:
     """The demo's accelerated workload, with dry-run migration requests so their counters move."""
     from neat_exporter.commands.demo import DEMO_CONFIG
 
     return {
         **DEMO_CONFIG,
         "host": "compute-7",
-        "listen": f"127.0.0.1:{port}",
         "global_manager": {"mode": "dry_run", "url": "http://127.0.0.1:9/", "cooldown": 0},
     }
 
@@ -246,29 +246,10 @@ def exporter_config(port: int) -> dict:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     require_program("prometheus")
-    workdir = tmp_path_factory.mktemp("dashboards")
-    port = free_port()
-    config = workdir / "exporter.yml"
-    config.write_text(yaml.safe_dump(exporter_config(port)))
-    exporter = Process(
-        [sys.executable, "-m", "neat_exporter", "run", "--config", str(config)],
-        workdir / "exporter.log",
-    )
-    server = None
-    try:
-        wait_until(
-            lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok,
-            30,
-            f"exporter on port {port} ({workdir / 'exporter.log'})",
-        )
-        server = Prometheus(workdir / "prometheus", [f"127.0.0.1:{port}"])
+    with scraped_exporter(tmp_path_factory.mktemp("dashboards"), exporter_config()) as server:
         # rate() over $__rate_interval needs two scrapes; the histogram needs cycles in them.
         server.wait_for("rate(neat_cycles_total[15s]) > 0", timeout=40)
         yield server
-    finally:
-        if server:
-            server.stop()
-        exporter.stop()
 
 
 def label_values(prometheus: Prometheus, query: str) -> list[str]:

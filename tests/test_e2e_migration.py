@@ -10,7 +10,6 @@ selected; faults at the global manager must not stop the exporter's loop.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +17,17 @@ import pytest
 import requests
 import yaml
 from global_manager import PASSWORD, USER, GlobalManager
-from prometheus_client.parser import text_string_to_metric_families
-from services import Alertmanager, Process, Prometheus, free_port, wait_until
+from services import (
+    EXPORTER,
+    Alertmanager,
+    Exporter,
+    Process,
+    Prometheus,
+    free_port,
+    sample_value,
+    scrape,
+    wait_until,
+)
 
 pytestmark = pytest.mark.services
 
@@ -46,16 +54,14 @@ def rules_with_short_holds(target: Path, hold: str = "2s") -> Path:
     return target
 
 
-def exporter_config(tmp_path: Path, global_manager: dict) -> tuple[Path, str]:
+def start_exporter(tmp_path: Path, global_manager: dict) -> Exporter:
     """Two VMs at 95 % and 80 % of a core on a 2-core host: 87.5 % > the 80 % threshold."""
     traces = tmp_path / "traces"
     traces.mkdir()
     (traces / BUSY_VM).write_text("95\n" * 50)
     (traces / OTHER_VM).write_text("80\n" * 50)
-    port = free_port()
     config = {
         "host": HOST,
-        "listen": f"127.0.0.1:{port}",
         "interval": 1,
         "source": {
             "type": "replay",
@@ -68,39 +74,33 @@ def exporter_config(tmp_path: Path, global_manager: dict) -> tuple[Path, str]:
         },
         "global_manager": global_manager,
     }
-    path = tmp_path / "exporter.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path, f"127.0.0.1:{port}"
+    return Exporter(tmp_path, config, env=CREDENTIALS_ENV)
 
 
-def start(tmp_path: Path, name: str, argv: list[str], url: str) -> Process:
-    env = dict(os.environ, **CREDENTIALS_ENV)
-    process = Process([sys.executable, "-m", "neat_exporter", *argv], tmp_path / f"{name}.log", env)
+def start_bridge(tmp_path: Path, config: dict, url: str) -> Process:
+    """`neat-exporter bridge --config` with ``config``, serving at ``url``."""
+    (tmp_path / "bridge.yml").write_text(yaml.safe_dump(config))
+    process = Process(
+        [*EXPORTER, "bridge", "--config", str(tmp_path / "bridge.yml")],
+        tmp_path / "bridge.log",
+        env={**os.environ, **CREDENTIALS_ENV},
+    )
 
     def up() -> bool:
         if not process.alive():
-            raise RuntimeError(f"{name} exited: {process.log()[-2000:]}")
+            raise RuntimeError(f"the bridge exited: {process.log()[-2000:]}")
         return requests.get(f"{url}/healthz", timeout=1).ok
 
     try:
-        wait_until(up, 30, f"{name} up")
+        wait_until(up, 30, "the bridge up")
     except Exception:
         process.stop()
         raise
     return process
 
 
-def scrape(address: str) -> dict[tuple[str, tuple], float]:
-    text = requests.get(f"http://{address}/metrics", timeout=5).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(metrics: dict, name: str, **labels: str) -> float:
-    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+def overload_requests(samples: dict[tuple, float], result: str) -> float:
+    return sample_value(samples, "neat_migration_requests_total", reason="overload", result=result)
 
 
 @pytest.fixture
@@ -110,7 +110,6 @@ def gm():
 
 
 def test_alert_path_prometheus_alertmanager_bridge_global_manager(tmp_path, gm):
-    config, exporter_address = exporter_config(tmp_path, {"mode": "off"})
     bridge_port = free_port()
     (tmp_path / "token").write_text(TOKEN)
     bridge_config = {
@@ -120,20 +119,12 @@ def test_alert_path_prometheus_alertmanager_bridge_global_manager(tmp_path, gm):
             "bearer_token_file": str(tmp_path / "token"),
         },
     }
-    (tmp_path / "bridge.yml").write_text(yaml.safe_dump(bridge_config))
     bridge_url = f"http://127.0.0.1:{bridge_port}"
     stack = []
     try:
-        stack.append(
-            start(
-                tmp_path, "exporter", ["run", "--config", str(config)], f"http://{exporter_address}"
-            )
-        )
-        stack.append(
-            start(
-                tmp_path, "bridge", ["bridge", "--config", str(tmp_path / "bridge.yml")], bridge_url
-            )
-        )
+        exporter = start_exporter(tmp_path, {"mode": "off"})
+        stack.append(exporter)
+        stack.append(start_bridge(tmp_path, bridge_config, bridge_url))
         alertmanager = Alertmanager(
             tmp_path / "alertmanager",
             f"{bridge_url}/webhook",
@@ -142,7 +133,7 @@ def test_alert_path_prometheus_alertmanager_bridge_global_manager(tmp_path, gm):
         stack.append(alertmanager)
         prometheus = Prometheus(
             tmp_path / "prometheus",
-            [exporter_address],
+            [exporter.address],
             rule_files=[rules_with_short_holds(tmp_path / "rules.yml")],
             alertmanager=alertmanager.address,
         )
@@ -152,7 +143,7 @@ def test_alert_path_prometheus_alertmanager_bridge_global_manager(tmp_path, gm):
         wait_until(lambda: gm.accepted, 60, "the bridge's request at the global manager", 0.2)
         firing = prometheus.query('ALERTS{alertname="NeatVMSelectedForMigration"}')
         time.sleep(1.5)  # Alertmanager re-sends on every group_interval: still one request
-        bridge_metrics = scrape(f"127.0.0.1:{bridge_port}")
+        bridge_metrics = scrape(bridge_url)
     finally:
         for part in reversed(stack):
             part.stop()
@@ -161,63 +152,53 @@ def test_alert_path_prometheus_alertmanager_bridge_global_manager(tmp_path, gm):
     assert firing[0]["metric"]["host"] == HOST and firing[0]["metric"]["vm_uuid"] == BUSY_VM
     [request] = gm.accepted
     assert (request.host, request.reason, request.vm_uuids) == (HOST, 1, [BUSY_VM])
-    sent = value(
+    sent = sample_value(
         bridge_metrics, "neat_bridge_migration_requests_total", reason="overload", result="sent"
     )
     assert sent == 1
-    assert value(bridge_metrics, "neat_bridge_webhooks_total", code="200") >= 1
+    assert sample_value(bridge_metrics, "neat_bridge_webhooks_total", code="200") >= 1
 
 
 def test_direct_path_exporter_in_on_mode(tmp_path, gm):
-    config, address = exporter_config(
+    exporter = start_exporter(
         tmp_path, {"mode": "on", "url": gm.url, "timeout": 2, "cooldown": 600}
     )
-    exporter = start(tmp_path, "exporter", ["run", "--config", str(config)], f"http://{address}")
     try:
         wait_until(lambda: gm.accepted, 20, "the exporter's request at the global manager", 0.1)
         wait_until(
-            lambda: (
-                value(
-                    scrape(address),
-                    "neat_migration_requests_total",
-                    reason="overload",
-                    result="suppressed",
-                )
-                >= 2
-            ),
+            lambda: overload_requests(exporter.metrics(), "suppressed") >= 2,
             20,
             "cooldown suppressing the next cycles' requests",
         )
-        metrics = scrape(address)
+        metrics = exporter.metrics()
     finally:
         exporter.stop()
     selected = [
         dict(labels)["vm_uuid"]
-        for (name, labels), v in metrics.items()
+        for (name, *labels), v in metrics.items()
         if name == "neat_vm_selected_for_migration" and v == 1
     ]
     [request] = gm.accepted
     assert (request.host, request.reason, request.vm_uuids) == (HOST, 1, selected)
     assert selected == [BUSY_VM]
-    assert value(metrics, "neat_migration_requests_total", reason="overload", result="sent") == 1
-    assert value(metrics, "neat_migration_request_duration_seconds_count") == 1
+    assert overload_requests(metrics, "sent") == 1
+    assert sample_value(metrics, "neat_migration_request_duration_seconds_count") == 1
     assert PASSWORD not in exporter.log()
 
 
 def test_exporter_loop_survives_every_global_manager_fault(tmp_path, gm):
     """401, 403, 412 twice, 500 twice, slow, then gone: each is counted, cycles keep coming."""
-    config, address = exporter_config(
+    gm.forced_statuses.extend([401, 403, 412, 412, 500, 500])
+    exporter = start_exporter(
         tmp_path, {"mode": "on", "url": gm.url, "timeout": 0.5, "retries": 1, "cooldown": 0}
     )
-    gm.forced_statuses.extend([401, 403, 412, 412, 500, 500])
-    exporter = start(tmp_path, "exporter", ["run", "--config", str(config)], f"http://{address}")
 
     def counts() -> tuple[float, float, float]:
-        metrics = scrape(address)
+        metrics = exporter.metrics()
         return (
-            value(metrics, "neat_cycles_total"),
-            value(metrics, "neat_migration_requests_total", reason="overload", result="failed"),
-            value(metrics, "neat_migration_requests_total", reason="overload", result="sent"),
+            sample_value(metrics, "neat_cycles_total"),
+            overload_requests(metrics, "failed"),
+            overload_requests(metrics, "sent"),
         )
 
     try:

@@ -7,95 +7,41 @@ counted, and that the exporter recovers on its own."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-import yaml
 from global_manager import PASSWORD, USER, GlobalManager
 from libvirt_fixtures import domain_xml, vm_uuid
-from prometheus_client.parser import text_string_to_metric_families
-from services import Libvirtd, Process, free_port, wait_until
+from services import Exporter, Libvirtd
 
 from neat_exporter.sources.replay import synthetic_workload
 
 pytestmark = pytest.mark.services
+# Debug logging, so a failing test's log shows every cycle.
+LOG_LEVEL = {"log_level": "debug"}
 
-EXPORTER = [sys.executable, "-m", "neat_exporter"]
+
+def vm_uuids(samples: dict[tuple, float]) -> set[str]:
+    """The VMs with a CPU usage in a scrape."""
+    return {dict(key[1:])["vm_uuid"] for key in samples if key[0] == "neat_vm_cpu_usage_hertz"}
 
 
-class Exporter:
-    """`neat-exporter run --config <config>` on a free port; ``wrap`` prefixes the command."""
-
-    def __init__(self, workdir: Path, config: dict, wrap: list[str] = (), env: dict | None = None):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {"listen": f"127.0.0.1:{self.port}", "log_level": "debug", **config}
-        config_path = workdir / "config.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        self.process = Process(
-            [*wrap, *EXPORTER, "run", "--config", str(config_path)],
-            workdir / "exporter.log",
-            env={**os.environ, **(env or {})},
-        )
-        wait_until(self._ready, 20, "the exporter's first cycle")
-
-    def _ready(self) -> bool:
-        if not self.process.alive():
-            raise RuntimeError(f"the exporter exited: {self.process.log()[-3000:]}")
-        return self.value("neat_cycles_total") >= 1
-
-    def metrics(self, timeout: float = 5) -> dict[tuple, float]:
-        """Every sample as {(name, (label, value), ...): value}."""
-        response = requests.get(f"{self.url}/metrics", timeout=timeout)
-        response.raise_for_status()
-        return {
-            (sample.name, *sorted(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-        }
-
-    def value(self, name: str, default: float = 0.0, **labels: str) -> float:
-        return self.metrics().get((name, *sorted(labels.items())), default)
-
-    def vm_uuids(self) -> set[str]:
-        return {
-            dict(key[1:])["vm_uuid"]
-            for key in self.metrics()
-            if key[0] == "neat_vm_cpu_usage_hertz"
-        }
-
-    def wait_for(self, check, what: str, timeout: float = 20):
-        def guarded():
-            if not self.process.alive():
-                raise AssertionError(f"the exporter exited: {self.process.log()[-3000:]}")
-            return check()
-
-        return wait_until(guarded, timeout, what, 0.1)
-
-    def wait_for_recovery(self, since: float, what: str) -> None:
-        """Until a cycle after ``since`` succeeded with the source up again."""
-        self.wait_for(
-            lambda: (
-                self.value("neat_last_cycle_timestamp_seconds") > since
-                and self.value("neat_source_up") == 1
-            ),
-            f"recovery after {what}",
-            timeout=30,
-        )
-
-    def stop(self) -> int | None:
-        return self.process.stop()
+def wait_for_recovery(exporter: Exporter, since: float, what: str) -> None:
+    """Until a cycle after ``since`` succeeded with the source up again."""
+    exporter.wait_for(
+        lambda: (
+            exporter.value("neat_last_cycle_timestamp_seconds") > since
+            and exporter.value("neat_source_up") == 1
+        ),
+        f"recovery after {what}",
+        timeout=30,
+    )
 
 
 @pytest.fixture
@@ -148,6 +94,7 @@ def domains(libvirtd) -> Iterator[Domains]:
 
 def libvirt_exporter(tmp_path, libvirtd, exporters, **config) -> Exporter:
     config = {
+        **LOG_LEVEL,
         "interval": 0.3,
         "history_dir": str(tmp_path / "history"),
         "source": {"type": "libvirt", "libvirt": {"uri": libvirtd.uri(), "timeout": 0.5}},
@@ -170,7 +117,7 @@ def test_libvirtd_killed_and_restarted(tmp_path, libvirtd, domains, exporters):
     exporter = libvirt_exporter(tmp_path, libvirtd, exporters)
     exporter.wait_for(lambda: exporter.value("neat_host_history_samples") >= 3, "some history")
     assert exporter.value("neat_source_up") == 1
-    assert vms <= exporter.vm_uuids()
+    assert vms <= vm_uuids(exporter.metrics())
 
     libvirtd.kill(signal.SIGKILL)
     domains.forget()
@@ -182,19 +129,19 @@ def test_libvirtd_killed_and_restarted(tmp_path, libvirtd, domains, exporters):
     elapsed, during = timed_scrape(exporter)
     assert elapsed < 1
     # The last good snapshot is still served, with its (now older) time stamp.
-    assert vms <= {dict(k[1:])["vm_uuid"] for k in during if k[0] == "neat_vm_cpu_usage_hertz"}
+    assert vms <= vm_uuids(during)
     assert during[("neat_last_cycle_timestamp_seconds",)] == last_good
     assert during[("neat_cycle_errors_total", ("stage", "collect"))] >= 1
     assert during[("neat_cycles_total",)] > before[("neat_cycles_total",)]
 
     libvirtd.start()  # the same socket; the test driver starts empty, so add the VMs again
     domains.start(range(3))
-    exporter.wait_for_recovery(since=last_good, what="libvirtd came back")
+    wait_for_recovery(exporter, since=last_good, what="libvirtd came back")
     exporter.wait_for(
         lambda: exporter.value("neat_host_history_samples") > samples_before,
         "history to continue where it was",
     )
-    assert vms <= exporter.vm_uuids()
+    assert vms <= vm_uuids(exporter.metrics())
     assert exporter.process.alive()
 
 
@@ -219,7 +166,7 @@ def test_libvirtd_frozen(tmp_path, libvirtd, domains, exporters):
         frozen_at = exporter.value("neat_last_cycle_timestamp_seconds")
     finally:
         libvirtd.kill(signal.SIGCONT)
-    exporter.wait_for_recovery(since=frozen_at, what="SIGCONT")
+    wait_for_recovery(exporter, since=frozen_at, what="SIGCONT")
 
 
 def test_vms_vanishing_mid_cycle(tmp_path, libvirtd, domains, exporters):
@@ -239,7 +186,8 @@ def test_vms_vanishing_mid_cycle(tmp_path, libvirtd, domains, exporters):
     metrics = exporter.metrics()
     errors = {k: v for k, v in metrics.items() if k[0] == "neat_cycle_errors_total" and v}
     assert errors == {}
-    assert exporter.vm_uuids() <= {vm_uuid(0), vm_uuid(1), "6695eb01-f6a4-8304-79aa-97f2502e193f"}
+    test_driver_vm = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+    assert vm_uuids(exporter.metrics()) <= {vm_uuid(0), vm_uuid(1), test_driver_vm}
 
 
 # --- history directory faults -----------------------------------------------------------------
@@ -247,6 +195,7 @@ def test_vms_vanishing_mid_cycle(tmp_path, libvirtd, domains, exporters):
 
 def replay_config(tmp_path: Path, vms: int = 4, **extra) -> dict:
     return {
+        **LOG_LEVEL,
         "interval": 0.2,
         "history_dir": str(tmp_path / "history"),
         "source": {"type": "replay", "replay": {"vms": vms}},
@@ -290,7 +239,7 @@ def test_history_dir_that_cannot_be_written(tmp_path, exporters, options, then, 
     exporter.wait_for(lambda: exporter.value("neat_cycles_total") >= cycles + 3, "more cycles")
     assert exporter.value("neat_cycle_errors_total", stage="collect") == 0
     assert exporter.value("neat_host_history_samples") >= 3  # kept in memory
-    log = exporter.process.log()
+    log = exporter.log()
     assert "cannot persist the history" in log and reason in log
     assert "Traceback" not in log
     assert exporter.stop() == 0
@@ -310,9 +259,9 @@ def test_corrupt_history_files_at_start(tmp_path, exporters):
     exporters.append(exporter)
     assert exporter.value("neat_history_dropped_lines_total") == 9
     assert exporter.value("neat_source_up") == 1
-    assert set(names) <= exporter.vm_uuids()
+    assert set(names) <= vm_uuids(exporter.metrics())
     exporter.wait_for(lambda: not (vms_dir / "gone-vm").exists(), "the gone VM's file removed")
-    assert "Traceback" not in exporter.process.log()
+    assert "Traceback" not in exporter.log()
 
 
 def test_sigkill_while_persisting_loses_nothing_older_than_the_last_cycle(tmp_path, exporters):
@@ -393,4 +342,4 @@ def test_global_manager_failures_do_not_disturb_the_loop(tmp_path, exporters):
             timeout=5,
         )
     assert exporter.value("neat_cycle_errors_total", stage="act") == 0
-    assert "s3cret" not in exporter.process.log()
+    assert "s3cret" not in exporter.log()

@@ -4,6 +4,7 @@ Three TCG VMs boot a 512-byte boot sector each: one spins (one full core), one r
 cycle (a quarter of a core) and one halts (about 0.5 % of a core). The host is shared and
 noisy, so the source's MHz are compared with libvirt's own cpu.time delta over the same window
 (within 0.05 of a core), and the known loads are checked as orderings and loose bounds only.
+A real Prometheus scraping `neat-exporter run` on these VMs sees every documented metric.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from libvirt_fixtures import BUSY, IDLE, duty, expected_info, qemu_domain_xml, write_boot_image
+from prometheus_checks import (
+    assert_every_documented_metric,
+    scraped_exporter,
+    selecting_libvirt_config,
+)
 from services import Libvirtd, require_program
 
 from neat_exporter.sources import Reading
@@ -31,6 +38,16 @@ TOLERANCE_CORES = 0.05
 
 
 @dataclass
+class VMs:
+    """The three VMs, booted, on a private libvirtd with the qemu driver."""
+
+    uri: str
+    conn: libvirt.virConnect
+    uuids: dict[str, str]
+    names: dict[str, str]
+
+
+@dataclass
 class Measured:
     readings: list[Reading]
     reference_cores: dict[str, float]
@@ -40,7 +57,7 @@ class Measured:
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> Measured:
+def vms(tmp_path_factory) -> Iterator[VMs]:
     require_program("qemu-system-x86_64")
     workdir = tmp_path_factory.mktemp("qemu")
     try:
@@ -61,22 +78,27 @@ def measured(tmp_path_factory) -> Measured:
             except libvirt.libvirtError as error:
                 pytest.skip(f"qemu cannot start a TCG VM on this machine: {error}")
         _wait_for_boot(conn, uuids["idle"])
-        source = LibvirtSource(daemon.uri())
-        readings, references = [], []
-        for pause in (WINDOW_S, 0):
-            readings.append(source.collect())
-            references.append((time.monotonic(), _cpu_times(conn)))
-            time.sleep(pause)
-        source.close()
-        (t0, before), (t1, after) = references
-        reference_cores = {
-            load: (after[uuids[load]] - before[uuids[load]]) / 1e9 / (t1 - t0) for load in LOADS
-        }
-        yield Measured(readings, reference_cores, uuids, names)
+        yield VMs(daemon.uri(), conn, uuids, names)
     finally:
         _destroy_all(domains)  # each destroy waits 1-2 s for qemu to be reaped: in parallel
         conn.close()
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def measured(vms) -> Measured:
+    source = LibvirtSource(vms.uri)
+    readings, references = [], []
+    for pause in (WINDOW_S, 0):
+        readings.append(source.collect())
+        references.append((time.monotonic(), _cpu_times(vms.conn)))
+        time.sleep(pause)
+    source.close()
+    (t0, before), (t1, after) = references
+    reference_cores = {
+        load: (after[vms.uuids[load]] - before[vms.uuids[load]]) / 1e9 / (t1 - t0) for load in LOADS
+    }
+    return Measured(readings, reference_cores, vms.uuids, vms.names)
 
 
 def _wait_for_boot(conn, idle_uuid: str, timeout: float = 20.0) -> None:
@@ -170,3 +192,13 @@ def test_a_busy_vm_on_a_small_host_is_selected_on_overload(measured):
     assert everything.selected == (measured.uuids["busy"],)
     idle_only = decide(["idle"])
     assert idle_only.underloaded and not idle_only.overloaded
+
+
+def test_prometheus_scrapes_every_documented_metric(vms, tmp_path):
+    """`neat-exporter run` on the real host: its node CPU counters move, so the hypervisor
+    overhead shows too, next to every other metric."""
+    _model, _memory, cpus, *_ = vms.conn.getInfo()
+    with scraped_exporter(tmp_path, selecting_libvirt_config(vms.uri)) as prometheus:
+        assert_every_documented_metric(prometheus, vms.conn.getHostname(), "libvirt", cpus)
+        series = prometheus.query("neat_vm_cpu_usage_hertz")
+        assert set(vms.uuids.values()) <= {s["metric"]["vm_uuid"] for s in series}
