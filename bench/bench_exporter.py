@@ -7,23 +7,29 @@ metadata; the exporter's daemon reads it through the libvirt source. Printed, as
 - raw work: the libvirt calls a cycle needs on this driver: the bulk call, the node CPU stats
   and, because the test driver's bulk stats have only the state group, one ``info()`` per VM;
 - collect: ``LibvirtSource.collect()``; cycle: ``Daemon.run_cycle()`` (collect, history,
-  detectors, snapshot); first: the first cycle, which also reads every VM's Nova metadata;
+  detectors, snapshot, its encoding for /metrics); first: the first cycle, which also reads
+  every VM's Nova metadata;
 - own cost: cycle - raw work, what the exporter adds on top of libvirt; own CPU: the same in
   CPU time of this process (libvirt's client side included), steadier on a shared host;
 - decide: a cycle over a full history (``history_length`` samples per VM) with an in-memory
   source handing back the latest libvirt reading, i.e. everything a cycle does besides
-  collecting: history, detectors, VM selection when overloaded, snapshot (``decision`` says
-  which the default algorithms took);
-- encode: the first scrape of /metrics after a new snapshot, which encodes the snapshot's series
-  (once per cycle); scrape: every other scrape (kept encoding + the loop's counters); both
-  through the exporter's WSGI app with Prometheus's Accept headers and gzip; uncached:
-  ``generate_latest`` of the registry, what a scrape would cost without the kept encoding;
+  collecting: history, detectors, VM selection when overloaded, snapshot and its encoding for
+  /metrics (``decision`` says which the default algorithms took);
+- publish: the part of decide that readies a snapshot for /metrics: its metric families and
+  their encoding (plain and gzip) in the one format asked for so far, Prometheus's;
+- new scrape: the first scrape of /metrics after a cycle; scrape: every other scrape; both
+  through the exporter's WSGI app with Prometheus's Accept headers and gzip, both the kept
+  encoding + the loop's counters; uncached: ``generate_latest`` of the registry, what a scrape
+  would cost without the kept encoding;
+- persist: writing the full history (N VMs × ``history_length`` samples) to ``history_dir``,
+  which the cycle hands to a background thread; hand-off: what that costs the cycle;
 - RSS of this process after the run.
 
 Targets at 1000 VMs: cycle <= 2 × raw bulk + 20 ms. The test driver's bulk stats lack the cpu
 and balloon groups, so its cycles also need one ``info()`` per VM; the verdicts are therefore
 cycle <= 2 × raw work + 20 ms on this driver, and decide <= raw bulk + 20 ms, which is the
-target on drivers whose bulk call is all the raw work (qemu). Also scrape < 30 ms and
+target on drivers whose bulk call is all the raw work (qemu). Also new scrape and scrape
+< 30 ms (the issue: "/metrics at 1000 VMs renders in under 30 ms", no work at scrape time) and
 RSS < 100 MB.
 
 Run: .venv/bin/python bench/bench_exporter.py [--sizes 10 100 1000] [--repeat 15]
@@ -36,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
@@ -49,6 +56,7 @@ from services import Libvirtd  # noqa: E402
 
 from neat_exporter.config import config_from_mapping  # noqa: E402
 from neat_exporter.daemon import Daemon  # noqa: E402
+from neat_exporter.metrics import snapshot_families  # noqa: E402
 from neat_exporter.server import make_app  # noqa: E402
 from neat_exporter.sources.base import Reading  # noqa: E402
 from neat_exporter.sources.libvirt import LibvirtSource  # noqa: E402
@@ -115,18 +123,34 @@ def scrape(app) -> bytes:
 
 
 def bench_own_work(config, reading: Reading, repeat: int) -> dict[str, float]:
-    """decide, encode and scrape over a full history (see the module docstring)."""
+    """decide, publish, scrapes and persist over a full history (see the module docstring)."""
     exporter = Daemon(config, RepeatedReading(reading))
     for _ in range(config.history_length):
         assert exporter.run_cycle(), exporter.last_error
-    figures = {"decide": median_ms(exporter.run_cycle, repeat)}
     app = make_app(exporter.registry, exporter)
-    encodes = []
+    scrape(app)  # Prometheus's format is asked for: from now on, cycles encode it
+    figures = {"decide": median_ms(exporter.run_cycle, repeat)}
+    snapshot = exporter.snapshot
+    figures["publish"] = median_ms(
+        lambda: exporter.exposition.publish(snapshot_families(snapshot)), repeat
+    )
+    new_scrapes = []
     for _ in range(repeat):
         exporter.run_cycle()
-        encodes.append(median_ms(lambda: scrape(app), 1))
-    figures["encode"] = statistics.median(encodes)
+        new_scrapes.append(median_ms(lambda: scrape(app), 1))
+    figures["new scrape"] = statistics.median(new_scrapes)
     figures["scrape"] = median_ms(lambda: scrape(app), repeat)
+    with tempfile.TemporaryDirectory() as history_dir:
+        history = exporter.history
+        figures["persist"] = median_ms(lambda: history.save(history_dir), repeat)
+        persisting = Daemon(replace(config, history_dir=history_dir), RepeatedReading(reading))
+        persisting.history = history
+        handoffs = []
+        for _ in range(repeat):
+            assert persisting.wait_for_persist()
+            handoffs.append(median_ms(persisting.persist, 1))
+        assert persisting.wait_for_persist()
+        figures["hand-off"] = statistics.median(handoffs)
     figures["body KB"] = len(scrape(app)) / 1024
     figures["uncached"] = median_ms(lambda: generate_latest(exporter.registry), repeat)
     figures["decision"] = exporter.snapshot.decision
@@ -149,6 +173,7 @@ def bench_size(daemon: Libvirtd, workdir: Path, vms: int, repeat: int) -> dict[s
     )
     source = LibvirtSource(uri, timeout=30)
     exporter = Daemon(config, source)
+    scrape(make_app(exporter.registry, exporter))  # cycles encode the format Prometheus asks for
     started = time.perf_counter()
     assert exporter.run_cycle(), exporter.last_error
     figures["first"] = (time.perf_counter() - started) * 1000
@@ -180,16 +205,19 @@ def main() -> None:
         "own cost",
         "own CPU",
         "decide",
-        "encode",
+        "publish",
+        "new scrape",
         "scrape",
         "uncached",
+        "persist",
+        "hand-off",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Libvirtd(Path(tmp) / "libvirtd")
         try:
             print(
                 f"{'VMs':>5} "
-                + " ".join(f"{c:>9}" for c in columns)
+                + " ".join(f"{c:>10}" for c in columns)
                 + "  (ms)  gzip KB  RSS MB  decision"
             )
             results = {}
@@ -198,7 +226,7 @@ def main() -> None:
                 results[vms] = figures
                 print(
                     f"{vms:>5} "
-                    + " ".join(f"{figures[c]:>9.1f}" for c in columns)
+                    + " ".join(f"{figures[c]:>10.1f}" for c in columns)
                     + f"       {figures['body KB']:>7.0f}  {figures['RSS MB']:>6.0f}"
                     + f"  {figures['decision']}"
                 )
@@ -209,13 +237,15 @@ def main() -> None:
         verdicts = [
             ("cycle", f["cycle"], "2 × raw work + 20", 2 * f["raw work"] + 20),
             ("decide", f["decide"], "raw bulk + 20", f["raw bulk"] + 20),
+            ("- publish", f["decide"] - f["publish"], "raw bulk + 20", f["raw bulk"] + 20),
+            ("new scrape", f["new scrape"], "30", 30),
             ("scrape", f["scrape"], "30", 30),
             ("RSS MB", f["RSS MB"], "100", 100),
         ]
         print("\nTargets at 1000 VMs:")
         for name, value, rule, limit in verdicts:
             verdict = "ok" if value <= limit else "MISSED"
-            print(f"  {name:>7} {value:7.1f} <= {rule} = {limit:.1f}  {verdict}")
+            print(f"  {name:>10} {value:7.1f} <= {rule} = {limit:.1f}  {verdict}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The exporter's decision loop and process life: cycles on a timer, HTTP, signals, persistence.
 
 One cycle: collect from the source, add the samples to the history, run Neat's local manager
-step, swap in a new snapshot, hand a decision to the migration requester, persist the history.
+step, swap in a new snapshot (encoded for /metrics), hand a decision to the migration requester,
+start persisting the history (in the background; the next cycle's snapshot waits for it).
 Cycles run in a worker thread every ``interval`` seconds, measured from the start of one cycle to
 the start of the next (a cycle's own time is not added to the wait; a cycle longer than the
 interval makes the next one start at the next whole interval). A failed cycle counts the failure
@@ -24,9 +25,10 @@ from prometheus_client import CollectorRegistry
 
 from neat_exporter.config import Config
 from neat_exporter.errors import InputError
+from neat_exporter.exposition import Exposition
 from neat_exporter.history import History
 from neat_exporter.manager import LocalManager
-from neat_exporter.metrics import LoopMetrics, SnapshotCollector
+from neat_exporter.metrics import LoopMetrics, snapshot_families
 from neat_exporter.snapshot import Snapshot, build_snapshot
 from neat_exporter.sources import Source, SourceError, open_source
 
@@ -47,7 +49,8 @@ def make_requester(config: Config, registry: CollectorRegistry) -> Any:
 
 
 class Daemon:
-    """The decision loop over one source; ``snapshot`` is what scrapes render."""
+    """The decision loop over one source; ``snapshot`` is what the pages show, ``exposition``
+    its metric families, encoded for /metrics."""
 
     def __init__(
         self,
@@ -62,7 +65,8 @@ class Daemon:
         self.source = source
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = LoopMetrics(self.registry)
-        self.registry.register(SnapshotCollector(lambda: self.snapshot))
+        self.exposition = Exposition(snapshot_families(None))
+        self.registry.register(self.exposition)
         self.requester = requester
         self._clock = clock
         self.snapshot: Snapshot | None = None
@@ -76,6 +80,8 @@ class Daemon:
         else:
             self.history = History(config.history_length)
         self._history_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
         self._stop = threading.Event()
         self._logged_decision: str | None = None
 
@@ -130,7 +136,12 @@ class Daemon:
             decision=decision,
             algorithms=self.config.algorithms,
         )
-        self.snapshot = snapshot  # one reference swap: scrapes see the old or the new, whole
+        # Shown only once the previous cycle's history is on disk, so that a crash loses no
+        # history older than the latest cycle shown.
+        self.wait_for_persist()
+        # Encoded for /metrics before it is shown: scrapes see the old or the new, whole.
+        self.exposition.publish(snapshot_families(snapshot))
+        self.snapshot = snapshot
         self.metrics.decisions.labels(snapshot.decision).inc()
         self.last_error = None
         self._log_decision(snapshot)
@@ -164,20 +175,41 @@ class Daemon:
         )
 
     def persist(self) -> None:
-        """Write the history to ``history_dir`` (if set); a failure is logged, not fatal."""
+        """Start writing the history to ``history_dir`` (if set) in a background thread, once the
+        write in progress has finished. At a thousand VMs a write takes a few hundred ms, mostly
+        the file system's renames; writes never overlap, so each file on disk is of the latest
+        write or the one before. A failure is logged and counted, not fatal."""
         if not self.config.history_dir or getattr(self.source, "keeps_history", False):
             return
-        # Bounded: at shutdown an abandoned cycle might, in theory, hold the lock.
-        if not self._history_lock.acquire(timeout=1.0):
-            log.error("history not persisted: it is busy")
-            return
+        with self._writer_lock:
+            self.wait_for_persist()
+            # Bounded: at shutdown an abandoned cycle might, in theory, hold the lock.
+            if not self._history_lock.acquire(timeout=1.0):
+                log.error("history not persisted: it is busy")
+                return
+            try:
+                history = self.history.copy()  # the cycles go on recording meanwhile
+            finally:
+                self._history_lock.release()
+            self._writer = threading.Thread(
+                target=self._save, args=(history,), name="history", daemon=True
+            )
+            self._writer.start()
+
+    def wait_for_persist(self, timeout: float | None = None) -> bool:
+        """Wait for the history write in progress, if any; False if it is still going."""
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
+
+    def _save(self, history: History) -> None:
         try:
-            self.history.save(self.config.history_dir)
+            history.save(self.config.history_dir)
         except (OSError, InputError) as error:  # InputError: write_atomically's "cannot write"
             self.metrics.history_persist_errors.inc()
             log.error("cannot persist the history to %s: %s", self.config.history_dir, error)
-        finally:
-            self._history_lock.release()
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -230,6 +262,7 @@ def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> i
         if worker.is_alive():
             log.warning("abandoning a cycle still running after %.0fs", SHUTDOWN_GRACE)
         daemon.persist()
+        daemon.wait_for_persist()
         if daemon.requester is not None:
             daemon.requester.close(timeout=0.5)
         server.shutdown()

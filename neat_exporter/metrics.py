@@ -1,7 +1,7 @@
 """What /metrics shows: the latest snapshot, rendered, plus the decision loop's own counters.
 
-:class:`SnapshotCollector` is a prometheus_client custom collector: a scrape turns the current
-:class:`Snapshot` into metric families and does nothing else (no libvirt call, no algorithm).
+:func:`snapshot_families` turns a :class:`Snapshot` into metric families, once per cycle (see
+neat_exporter.exposition); scrapes do nothing else (no libvirt call, no algorithm).
 :class:`LoopMetrics` holds the counters the loop updates once per cycle. The names are the
 contract of docs/metrics.md.
 """
@@ -9,11 +9,10 @@ contract of docs/metrics.md.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from neat_exporter import __version__
 from neat_exporter.snapshot import DECISIONS, Snapshot
@@ -29,31 +28,12 @@ def _gauge(name: str, documentation: str, value: float | None = None, labels=())
     return family
 
 
-class SnapshotCollector(Collector):
-    """Renders whatever snapshot ``current()`` returns (None before the first cycle)."""
-
-    def __init__(self, current: Callable[[], Snapshot | None]):
-        self._current = current
-        self._built: tuple[Snapshot | None, list[GaugeMetricFamily]] | None = None
-
-    def describe(self) -> list:
-        # Describing would render a snapshot at registration; nothing to check names against.
-        return []
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        return iter(self.families())
-
-    def families(self) -> list[GaugeMetricFamily]:
-        """The current snapshot's families, built once per snapshot: the same list object until
-        the snapshot changes (neat_exporter.exposition keys its encodings on it)."""
-        snapshot = self._current()
-        built = self._built
-        if built is None or built[0] is not snapshot:
-            families = list(_build_info())
-            if snapshot is not None:
-                families += [*_host(snapshot), *_detectors(snapshot), *_vms(snapshot)]
-            built = self._built = (snapshot, families)
-        return built[1]
+def snapshot_families(snapshot: Snapshot | None) -> list[GaugeMetricFamily]:
+    """The families that show ``snapshot`` (None before the first cycle: only the build info)."""
+    families = list(_build_info())
+    if snapshot is not None:
+        families += [*_host(snapshot), *_detectors(snapshot), *_vms(snapshot)]
+    return families
 
 
 def _build_info() -> Iterator[GaugeMetricFamily]:

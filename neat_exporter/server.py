@@ -15,8 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from neat_exporter import __version__
 from neat_exporter.config import Config, effective_config
-from neat_exporter.exposition import CachedMetricsApp
-from neat_exporter.metrics import SnapshotCollector
+from neat_exporter.exposition import Exposition, MetricsApp
 from neat_exporter.snapshot import Snapshot
 
 
@@ -25,12 +24,12 @@ class Status(Protocol):
 
     config: Config
     snapshot: Snapshot | None
+    exposition: Exposition
     last_error: str | None
 
 
 def make_app(registry: CollectorRegistry, status: Status, clock: Callable[[], float] = time.time):
-    # The snapshot's series are encoded once per snapshot, not at every scrape.
-    metrics_app = CachedMetricsApp(registry, SnapshotCollector(lambda: status.snapshot).families)
+    metrics_app = MetricsApp(registry, status.exposition)
     config_text = yaml.safe_dump(effective_config(status.config), sort_keys=False)
 
     def app(environ: dict[str, Any], start_response) -> Iterable[bytes]:

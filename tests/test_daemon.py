@@ -187,11 +187,52 @@ def test_history_is_persisted_every_cycle_and_reloaded(tmp_path):
     daemon = Daemon(config, replay({"vm": [10, 20, 30]}))
     for _ in range(3):
         daemon.run_cycle()
+    # The third cycle was shown once the second's history was written; its own is on the way.
+    assert (tmp_path / "vms" / "vm").read_text() in ("100\n200\n", "100\n200\n300\n")
+    assert daemon.wait_for_persist(5)
     assert (tmp_path / "vms" / "vm").read_text() == "100\n200\n300\n"
     restarted = Daemon(config, replay({"vm": [40]}))
     restarted.run_cycle()
     assert restarted.snapshot.history_samples == 4
+    assert restarted.wait_for_persist(5)
     assert History.load(tmp_path, 100).vm_histories() == {"vm": [100, 200, 300, 400]}
+
+
+def test_history_writes_never_overlap_and_the_next_snapshot_waits_for_them(tmp_path, monkeypatch):
+    writing: list[History] = []  # the writes in progress
+    others_in_progress: list[int] = []  # at the start of each write
+    written: list[int] = []  # the VM's samples, per finished write
+    save = History.save
+
+    def slow_save(history, directory):
+        others_in_progress.append(len(writing))
+        writing.append(history)
+        time.sleep(0.2)
+        save(history, directory)
+        written.append(len(history.vm_histories()["vm"]))
+        writing.remove(history)
+
+    monkeypatch.setattr(History, "save", slow_save)
+    config = config_from_mapping({**QUICK, "history_dir": str(tmp_path)})
+    daemon = Daemon(config, replay({"vm": [10, 20, 30, 40]}))
+    written_when_shown: list[int] = []
+    publish = daemon.exposition.publish
+
+    def publish_and_note(families):
+        written_when_shown.append(len(written))
+        publish(families)
+
+    monkeypatch.setattr(daemon.exposition, "publish", publish_and_note)
+    for cycle in range(1, 5):
+        started = time.monotonic()
+        daemon.run_cycle()
+        assert written == list(range(1, cycle))  # the previous write was done; this one goes on
+        assert cycle == 1 or time.monotonic() - started >= 0.1
+    daemon.persist()  # as at shutdown: after the write in progress, never beside it
+    assert daemon.wait_for_persist(5)
+    assert written_when_shown == [0, 1, 2, 3]  # a snapshot is shown once the previous is saved
+    assert written == [1, 2, 3, 4, 4]
+    assert others_in_progress == [0] * 5
 
 
 def test_the_timer_accounts_for_the_cycle_time():

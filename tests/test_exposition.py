@@ -1,5 +1,6 @@
-"""/metrics with the snapshot's series encoded once per snapshot: the same content as
-prometheus_client's own encoders, in both formats, plain or gzip, and always-current counters."""
+"""/metrics with the snapshot's series encoded by the cycle: the same content as
+prometheus_client's own encoders, in both formats, plain or gzip, always-current counters, and no
+encoding of the snapshot at scrape time."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from neat_exporter import exposition
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
-from neat_exporter.exposition import CachedMetricsApp, _encode_family, _Families
-from neat_exporter.metrics import SnapshotCollector
+from neat_exporter.exposition import Exposition, MetricsApp, _encode_family, _Families
+from neat_exporter.metrics import snapshot_families
 from neat_exporter.server import make_app
 from neat_exporter.sources import open_source
 
@@ -98,27 +100,46 @@ def test_counters_are_current_and_a_new_snapshot_follows(daemon):
     assert shown["neat_last_cycle_timestamp_seconds"] == daemon.snapshot.time
 
 
-def test_concurrent_first_scrapes_encode_once():
-    encodings = []
+@pytest.fixture
+def encodings(monkeypatch) -> list[int]:
+    """The number of families of every encoding of a snapshot, as it happens."""
+    made = []
+
+    def counting_encode(families, encoder):
+        made.append(len(families))
+        return original(families, encoder)
+
+    original = exposition._encode
+    monkeypatch.setattr(exposition, "_encode", counting_encode)
+    return made
+
+
+@pytest.mark.parametrize(("accept", "parse", "reference"), FORMATS, ids=["text", "openmetrics"])
+def test_scrapes_after_a_cycle_do_not_encode(daemon, encodings, accept, parse, reference):
+    app = make_app(daemon.registry, daemon)
+    scrape(app, accept, True)  # the first scrape in a format encodes it, once
+    assert len(encodings) == 1
+    time.sleep(0.01)
+    daemon.run_cycle()
+    assert len(encodings) == 2  # the cycle encoded its snapshot in the format asked for
+    for gzipped in (True, False):
+        _, text = scrape(app, accept, gzipped)
+        assert samples(text, parse) == samples(reference(daemon.registry).decode(), parse)
+    assert len(encodings) == 2
+    shown = {s.name: s.value for f in parse(text) for s in f.samples if not s.labels}
+    assert shown["neat_last_cycle_timestamp_seconds"] == daemon.snapshot.time
+
+
+def test_concurrent_first_scrapes_encode_once(encodings):
     registry = CollectorRegistry()
-    families = SnapshotCollector(lambda: None).families()
-    app = CachedMetricsApp(registry, lambda: families)
-    original = app.encoded_snapshot
-
-    def counted(content_type, encoder):
-        def counting_encoder(source):
-            encodings.append(content_type)
-            return encoder(source)
-
-        return original(content_type, counting_encoder)
-
-    app.encoded_snapshot = counted
+    families = snapshot_families(None)
+    app = MetricsApp(registry, Exposition(families))
     threads = [threading.Thread(target=scrape, args=(app, "text/plain", True)) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert encodings == ["text/plain; version=0.0.4; charset=utf-8"]
+    assert encodings == [len(families)]
 
 
 @pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])

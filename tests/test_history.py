@@ -55,6 +55,15 @@ def test_save_writes_neats_format_and_load_reads_it_back(tmp_path):
     assert loaded.dropped_lines == 0
 
 
+def test_a_copy_is_independent():
+    history = History(3)
+    history.record(reading({A: 100}, busy=110))
+    copy = history.copy()
+    history.record(reading({A: 200, B: 5}, busy=215))
+    assert copy.vm_histories() == {A: [100]} and copy.host_history() == [10]
+    assert history.vm_histories() == {A: [100, 200], B: [5]}
+
+
 def test_save_removes_the_files_of_vms_that_left(tmp_path):
     history = History(5)
     history.record(reading({A: 1, B: 2}, busy=3))

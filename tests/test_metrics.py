@@ -7,7 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
-from neat_exporter.metrics import SnapshotCollector
+from neat_exporter.exposition import Exposition
+from neat_exporter.metrics import snapshot_families
 from neat_exporter.snapshot import DetectorView, Snapshot, VmView
 from neat_exporter.sources.replay import ReplaySource
 
@@ -52,7 +53,7 @@ def a_snapshot(**changes) -> Snapshot:
 
 def test_renders_every_field_of_a_snapshot():
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: a_snapshot()))
+    registry.register(Exposition(snapshot_families(a_snapshot())))
     got = samples(registry)
     host_info = (("cpu_mhz", "2500"), ("cpus", "4"), ("host", "compute1"), ("source", "libvirt"))
     assert got[("neat_host_info", host_info)] == 1
@@ -94,7 +95,7 @@ def test_renders_every_field_of_a_snapshot():
 
 def test_before_the_first_cycle_only_the_build_info():
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: None))
+    registry.register(Exposition(snapshot_families(None)))
     assert [name for name, _ in samples(registry)] == ["neat_exporter_build_info"]
 
 
