@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from neat_exporter import __version__
+from neat_exporter.exposition import Family, GaugeRows
 from neat_exporter.snapshot import DECISIONS, Snapshot
 
 VM_INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
+_BLANKS = ("",) * len(VM_INFO_LABELS)  # a label Nova did not give is shown empty
 STAGES = ("collect", "detect", "select", "act")
 
 
@@ -28,8 +30,9 @@ def _gauge(name: str, documentation: str, value: float | None = None, labels=())
     return family
 
 
-def snapshot_families(snapshot: Snapshot | None) -> list[GaugeMetricFamily]:
-    """The families that show ``snapshot`` (None before the first cycle: only the build info)."""
+def snapshot_families(snapshot: Snapshot | None) -> list[Family]:
+    """The families that show ``snapshot`` (None before the first cycle: only the build info);
+    the per-VM ones as :class:`GaugeRows`, which neat_exporter.exposition encodes fast."""
     families = list(_build_info())
     if snapshot is not None:
         families += [*_host(snapshot), *_detectors(snapshot), *_vms(snapshot)]
@@ -135,28 +138,33 @@ def _detectors(s: Snapshot) -> Iterator[GaugeMetricFamily]:
     yield from families.values()
 
 
-def _vms(s: Snapshot) -> Iterator[GaugeMetricFamily]:
-    info = GaugeMetricFamily(
-        "neat_vm_info", "Nova metadata of the VM.", labels=["vm_uuid", *VM_INFO_LABELS]
+def _vms(s: Snapshot) -> Iterator[GaugeRows]:
+    """The per-VM bulk, as rows: see neat_exporter.exposition."""
+    vms = s.vms
+    yield GaugeRows(
+        "neat_vm_info",
+        "Nova metadata of the VM.",
+        ("vm_uuid", *VM_INFO_LABELS),
+        [((vm.uuid, *map(vm.info.get, VM_INFO_LABELS, _BLANKS)), 1) for vm in vms],
     )
-    cpu = GaugeMetricFamily(
-        "neat_vm_cpu_usage_hertz", "Latest CPU use of the VM, in hertz.", labels=["vm_uuid"]
+    yield GaugeRows(
+        "neat_vm_cpu_usage_hertz",
+        "Latest CPU use of the VM, in hertz.",
+        ("vm_uuid",),
+        [((vm.uuid,), vm.cpu_hz) for vm in vms if vm.cpu_hz is not None],
     )
-    memory = GaugeMetricFamily(
-        "neat_vm_memory_max_bytes", "Maximum memory of the VM.", labels=["vm_uuid"]
+    yield GaugeRows(
+        "neat_vm_memory_max_bytes",
+        "Maximum memory of the VM.",
+        ("vm_uuid",),
+        [((vm.uuid,), vm.memory_max_bytes) for vm in vms],
     )
-    selected = GaugeMetricFamily(
+    yield GaugeRows(
         "neat_vm_selected_for_migration",
         "1 for the VMs the latest cycle selected to leave this host.",
-        labels=["vm_uuid"],
+        ("vm_uuid",),
+        [((vm.uuid,), float(vm.selected)) for vm in vms],
     )
-    for vm in s.vms:
-        info.add_metric([vm.uuid, *(vm.info.get(label, "") for label in VM_INFO_LABELS)], 1)
-        if vm.cpu_hz is not None:
-            cpu.add_metric([vm.uuid], vm.cpu_hz)
-        memory.add_metric([vm.uuid], vm.memory_max_bytes)
-        selected.add_metric([vm.uuid], float(vm.selected))
-    yield from (info, cpu, memory, selected)
 
 
 class LoopMetrics:

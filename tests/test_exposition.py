@@ -5,6 +5,7 @@ encoding of the snapshot at scrape time."""
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 import time
 
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from neat_exporter import exposition
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
-from neat_exporter.exposition import Exposition, MetricsApp, _encode_family, _Families
+from neat_exporter.exposition import Exposition, GaugeRows, MetricsApp, _Families
 from neat_exporter.metrics import snapshot_families
 from neat_exporter.server import make_app
 from neat_exporter.sources import open_source
@@ -105,9 +106,9 @@ def encodings(monkeypatch) -> list[int]:
     """The number of families of every encoding of a snapshot, as it happens."""
     made = []
 
-    def counting_encode(families, encoder):
-        made.append(len(families))
-        return original(families, encoder)
+    def counting_encode(published, encoder):
+        made.append(len(published.families))
+        return original(published, encoder)
 
     original = exposition._encode
     monkeypatch.setattr(exposition, "_encode", counting_encode)
@@ -164,28 +165,65 @@ def test_filtered_scrape_as_prometheus_client(daemon, gzipped):
     assert {name for name, *_ in samples(text, parse_text)} == set(names)
 
 
+@pytest.mark.parametrize(("accept", "parse", "reference"), FORMATS, ids=["text", "openmetrics"])
+def test_snapshot_encoding_is_byte_identical(daemon, accept, parse, reference):
+    encoder = reference
+    for _ in range(2):  # the second publish reuses the label and value text of the first
+        _, kept = daemon.exposition.encoding(accept, encoder)
+        families = _Families(daemon.exposition.collect())
+        assert kept.body == encoder(families).removesuffix(b"# EOF\n")
+        assert gzip.decompress(kept.gzip_head + kept.compressor.copy().flush()) == kept.body
+        time.sleep(0.01)
+        daemon.run_cycle()
+
+
+def test_scrapes_build_no_metric_objects_for_rows(daemon, monkeypatch):
+    app = make_app(daemon.registry, daemon)
+    built = []
+    metric = GaugeRows.metric
+    monkeypatch.setattr(GaugeRows, "metric", lambda rows: built.append(rows) or metric(rows))
+    for accept, *_ in FORMATS:
+        _, text = scrape(app, accept, gzipped=True)
+        assert 'neat_vm_info{domain="' in text
+    assert built == []
+    assert daemon.registry.get_sample_value("neat_vm_memory_max_bytes", {"vm_uuid": "x"}) is None
+    assert built  # other readers of the registry still see the rows, as families
+
+
+def test_rows_need_names_the_encoders_keep():
+    GaugeRows("neat_ok:ratio", "", ("vm_uuid", "_x"), [])
+    for name, labels in [("neat-vm", ()), ("9neat", ()), ("neat", ("a.b",)), ("neat", ("__x",))]:
+        with pytest.raises(ValueError, match="legacy"):
+            GaugeRows(name, "", labels, [])
+
+
+VALUES = (
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e21, 1e-7, -0.0, 0.0, 0, 1, 2**53 + 1, True])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-(2**60), 2**60)
+)
+LABEL_VALUES = st.sampled_from(['a"b', "c\\d", "e\nf", "", "ünï", "x"]) | st.text(max_size=20)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(
-            st.text(max_size=20),
-            st.text(max_size=20),
-            st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**60), 2**60),
-        ),
-        max_size=8,
-    ),
+    st.lists(st.tuples(LABEL_VALUES, LABEL_VALUES, VALUES), max_size=8),
     st.text(max_size=30),
 )
-def test_gauge_shortcut_is_byte_identical(rows, documentation):
-    family = GaugeMetricFamily(
-        "neat_vm_test_ratio", documentation, labels=["vm_uuid", "instance_name"]
-    )
-    for uuid, name, value in rows:
-        family.add_metric([uuid, name], value)
-    unlabelled = GaugeMetricFamily(
-        "neat_host_test_ratio", documentation, value=rows[0][2] if rows else 1
-    )
-    for encoder in (generate_latest, generate_openmetrics):
-        for each in (family, unlabelled):
-            expected = encoder(_Families([each])).removesuffix(b"# EOF\n")
-            assert _encode_family(each, encoder) == expected
+def test_rows_are_byte_identical_to_prometheus_client(rows, documentation):
+    exposition = Exposition([])
+    values = [value for *_, value in rows]
+    # The second publish pairs the same label sets and values differently: from the kept text.
+    for paired in (values, values[::-1]):
+        label_sets = [(uuid, name) for uuid, name, _ in rows]
+        labelled = list(zip(label_sets, paired, strict=True))
+        families = [
+            GaugeRows("neat_vm_test_ratio", documentation, ("vm_uuid", "instance_name"), labelled),
+            GaugeRows("neat_host_test_ratio", documentation, (), [((), v) for v in paired[:1]]),
+            GaugeMetricFamily("neat_test_other", documentation, value=paired[0] if rows else 1),
+        ]
+        exposition.publish(families)
+        for content_type, _, encoder in FORMATS:
+            _, kept = exposition.encoding(content_type, encoder)
+            expected = encoder(_Families(exposition.collect())).removesuffix(b"# EOF\n")
+            assert kept.body == expected
