@@ -20,15 +20,13 @@ from typing import Any
 
 import yaml
 
-from neat_exporter.algorithms import build
 from neat_exporter.errors import ConfigError, ParameterError
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
+from neat_exporter.manager import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
 from neat_exporter.web import parse_listen_address
 
 SOURCE_TYPES = ("libvirt", "directory", "replay")
 GLOBAL_MANAGER_MODES = ("off", "dry_run", "on")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ALGORITHM_KINDS = ("underload", "overload", "vm_selection")
 
 REDACTED = "<redacted>"
 UNSET = "<unset>"
@@ -287,12 +285,7 @@ def load_config(
         origin = "<flags>"
     else:
         origin = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError("config", f"{path}: not a text file (UTF-8)") from None
+        text = _read_text("config", path)
         if looks_like_neat_conf(text):
             from neat_exporter.config_neat import parse_neat_conf
 
@@ -407,14 +400,24 @@ def _algorithms(raw: Any, time_step: float) -> AlgorithmSet:
         params = entry.get("params") or {}
         if not isinstance(params, Mapping):
             raise ConfigError(f"{key}.params", f"must be a mapping, got {params!r:.60}")
+        algorithm = AlgorithmConfig(name=name, params=dict(params))
         try:
-            build(kind, name, params, time_step=time_step, migration_time=1.0)
+            algorithm.validate(kind, time_step)
         except ParameterError as error:
             if error.parameter:
                 raise ConfigError(f"{key}.params.{error.parameter}", error.reason) from None
             raise ConfigError(f"{key}.name", f"{name!r}: {error.reason}") from None
-        chosen[kind] = AlgorithmConfig(name=name, params=dict(params))
+        chosen[kind] = algorithm
     return AlgorithmSet(**chosen)
+
+
+def _read_text(key: str, path: str | os.PathLike) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path}: not a text file (UTF-8)") from None
 
 
 def _secret(
@@ -425,12 +428,7 @@ def _secret(
         return environ[env_var].strip()
     if path is None:
         return None
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise ConfigError(file_key, f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(file_key, f"{path}: not a text file (UTF-8)") from None
+    value = _read_text(file_key, path).strip()
     if not value:
         raise ConfigError(file_key, f"{path} is empty")
     return value
@@ -508,7 +506,7 @@ def _build(
         interval=values["interval"],
         time_step=values["time_step"],
         history_length=values["history_length"],
-        history_dir=values["history_dir"],
+        history_dir=history_dir,
         host_cpu_usable_by_vms=values["host_cpu_usable_by_vms"],
         network_migration_bandwidth=values["network_migration_bandwidth"],
         source=SourceConfig(

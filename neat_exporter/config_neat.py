@@ -30,7 +30,8 @@ _ALGORITHMS = {
     "vm_selection": "algorithm_vm_selection",
 }
 
-# Neat's log_level: 0 off, 1 warning, 2 info, 3 debug.
+# Neat's log_level (0 off, 1 warning, 2 info, 3 debug) as the exporter's; the exporter has no
+# "off", so 0 keeps the errors.
 _LOG_LEVELS = {"0": "error", "1": "warning", "2": "info", "3": "debug"}
 
 

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -32,13 +32,16 @@ from neat_exporter.metrics import LoopMetrics, snapshot_families
 from neat_exporter.snapshot import Snapshot, build_snapshot
 from neat_exporter.sources import Source, SourceError, open_source
 
+if TYPE_CHECKING:
+    from neat_exporter.actions import MigrationRequester
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 3.0
 """Seconds a cycle in progress may take to finish after a stop signal."""
 
 
-def make_requester(config: Config, registry: CollectorRegistry) -> Any:
+def make_requester(config: Config, registry: CollectorRegistry) -> MigrationRequester:
     """The global manager client of ``neat_exporter.actions`` for ``config.global_manager``.
 
     Built even when the mode is off, so its request metrics exist (at 0) on /metrics.
@@ -58,11 +61,14 @@ class Daemon:
         source: Source,
         *,
         registry: CollectorRegistry | None = None,
-        requester: Any = None,
+        requester: MigrationRequester | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
         self.source = source
+        # A source that keeps the history (Neat's data directory) owns it: the daemon takes it
+        # as read and never writes it.
+        self._source_keeps_history = getattr(source, "keeps_history", False)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = LoopMetrics(self.registry)
         self.exposition = Exposition(snapshot_families(None))
@@ -114,7 +120,7 @@ class Daemon:
         self.metrics.source_up.set(1)
         self.metrics.vms_skipped.inc(reading.skipped_vms)
         with self._history_lock:
-            if getattr(self.source, "keeps_history", False):
+            if self._source_keeps_history:
                 self.history.replace(*self.source.read_history())
             else:
                 self.history.record(reading)
@@ -179,7 +185,7 @@ class Daemon:
         write in progress has finished. At a thousand VMs a write takes a few hundred ms, mostly
         the file system's renames; writes never overlap, so each file on disk is of the latest
         write or the one before. A failure is logged and counted, not fatal."""
-        if not self.config.history_dir or getattr(self.source, "keeps_history", False):
+        if not self.config.history_dir or self._source_keeps_history:
             return
         with self._writer_lock:
             self.wait_for_persist()

@@ -15,6 +15,9 @@ from typing import Any
 from neat_exporter.algorithms import Detection, build
 from neat_exporter.utilization import host_utilization, migration_time
 
+ALGORITHM_KINDS = ("underload", "overload", "vm_selection")
+"""The algorithms of the local manager, as the fields of :class:`AlgorithmSet` name them."""
+
 
 @dataclass(frozen=True, slots=True)
 class AlgorithmConfig:
@@ -22,6 +25,11 @@ class AlgorithmConfig:
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self, kind: str, time_step: float) -> None:
+        """Build the algorithm once so a bad name or parameter fails at start, not mid-run. The
+        migration time is a stand-in: the real one is known only at the first step."""
+        build(kind, self.name, self.params, time_step=time_step, migration_time=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +40,8 @@ class AlgorithmSet:
 
     def validate(self, time_step: float) -> None:
         """Build each algorithm once so bad names and parameters fail at start, not mid-run."""
-        for kind in ("underload", "overload", "vm_selection"):
-            config = getattr(self, kind)
-            build(kind, config.name, config.params, time_step=time_step, migration_time=1.0)
+        for kind in ALGORITHM_KINDS:
+            getattr(self, kind).validate(kind, time_step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +91,11 @@ class LocalManager:
         """The stage the latest ``step`` reached (``detect`` or ``select``), so a caller can
         tell where a failure happened."""
         self._built: dict[str, Any] = {}
-        self._states: dict[str, Any] = {"underload": None, "overload": None, "vm_selection": None}
+        self._states: dict[str, Any] = dict.fromkeys(ALGORITHM_KINDS)
 
     def _build(self, vms_ram_mb: Mapping[str, float]) -> None:
         self.migration_time = migration_time(list(vms_ram_mb.values()), self.bandwidth_mb_s)
-        for kind in ("underload", "overload", "vm_selection"):
+        for kind in ALGORITHM_KINDS:
             config = getattr(self.algorithms, kind)
             self._built[kind] = build(
                 kind,

@@ -23,8 +23,8 @@ _BLANKS = ("",) * len(VM_INFO_LABELS)  # a label Nova did not give is shown empt
 STAGES = ("collect", "detect", "select", "act")
 
 
-def _gauge(name: str, documentation: str, value: float | None = None, labels=()):
-    family = GaugeMetricFamily(name, documentation, labels=list(labels) or None)
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
     if value is not None:
         family.add_metric([], float(value))
     return family

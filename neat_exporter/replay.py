@@ -24,7 +24,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -33,6 +33,9 @@ from neat_exporter.algorithms import Detection
 from neat_exporter.errors import ConfigError, NeatExporterError
 from neat_exporter.manager import AlgorithmConfig, AlgorithmSet, LocalManager
 from neat_exporter.workloads import Workload
+
+if TYPE_CHECKING:
+    from neat_exporter.config import Config
 
 DEFAULT_OTF_THRESHOLD = 1.0
 """Utilization counted as overloaded: the host's VMs ask for all of its usable CPU (the MHOD
@@ -50,7 +53,7 @@ class ReplayConfig:
     network_migration_bandwidth: float = 10.0
 
     @classmethod
-    def from_config(cls, config: Any, label: str) -> ReplayConfig:
+    def from_config(cls, config: Config, label: str) -> ReplayConfig:
         """From a :class:`neat_exporter.config.Config` (its time_step and interval are not used:
         a replay's time step is the workload's)."""
         return cls(
@@ -203,17 +206,19 @@ class ReplayResult:
         """Overload time fraction up to and including the first overload decision (or over the
         whole workload when there is none); None without any decided step."""
         first = self.first_overload
-        until = [s for s in self.steps if first is None or s.index <= first.index]
-        if not until:
-            return None
-        return sum(s.utilization >= self.otf_threshold for s in until) / len(until)
+        return self._overload_fraction(
+            [s for s in self.steps if first is None or s.index <= first.index]
+        )
 
     @property
     def otf_all(self) -> float | None:
         """Overload time fraction over the whole workload (nothing migrated)."""
-        if not self.steps:
+        return self._overload_fraction(self.steps)
+
+    def _overload_fraction(self, steps: Sequence[Step]) -> float | None:
+        if not steps:
             return None
-        return sum(s.utilization >= self.otf_threshold for s in self.steps) / len(self.steps)
+        return sum(s.utilization >= self.otf_threshold for s in steps) / len(steps)
 
     @property
     def overload_decisions(self) -> int:

@@ -28,11 +28,14 @@ class Status(Protocol):
     last_error: str | None
 
 
-def make_app(registry: CollectorRegistry, status: Status, clock: Callable[[], float] = time.time):
+def make_app(
+    registry: CollectorRegistry, status: Status, clock: Callable[[], float] = time.time
+) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+    """The WSGI application of the exporter's pages, reading ``status`` at every request."""
     metrics_app = MetricsApp(registry, status.exposition)
     config_text = yaml.safe_dump(effective_config(status.config), sort_keys=False)
 
-    def app(environ: dict[str, Any], start_response) -> Iterable[bytes]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
             return metrics_app(environ, start_response)
@@ -57,6 +60,7 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 
 def landing_page(status: Status, config_text: str, now: float) -> str:
+    """The HTML of ``/``: the latest decision, the detectors, the VMs and the configuration."""
     e = html.escape
     snapshot = status.snapshot
     parts = [

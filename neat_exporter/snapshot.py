@@ -86,7 +86,7 @@ def build_snapshot(
         utilization = (vms + overhead) / capacity_mhz
     else:
         utilization = None
-    selected = decision.selected if decision is not None and decision.reason is not None else ()
+    selected = () if decision is None else decision.selected  # empty unless there is a reason
     leaving = frozenset(selected)  # an underloaded host selects every VM
     detectors = {}
     if decision is not None:

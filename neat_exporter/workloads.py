@@ -401,7 +401,8 @@ def from_prometheus(
         value = _last_value(row)
         if value is not None and value > 0:
             memory[series["metric"].get("vm_uuid", "")] = value / 2**20
-    ram = {name: memory.get(name, _positive(vm_ram_mb, "--vm-ram-mb")) for name in vms_mhz}
+    default_ram = _positive(vm_ram_mb, "--vm-ram-mb")
+    ram = {name: memory.get(name, default_ram) for name in vms_mhz}
 
     if host_cpu_mhz is None:
         capacity_matrix = query.range("neat_host_cpu_capacity_hertz")

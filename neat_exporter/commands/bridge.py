@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
-from neat_exporter.config import load_config
+from neat_exporter.commands.run import apply_log_level
+from neat_exporter.config import GLOBAL_MANAGER_MODES, load_config
 from neat_exporter.web import serve_wsgi
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--global-manager-mode",
         dest="mode",
-        choices=("off", "dry_run", "on"),
+        choices=GLOBAL_MANAGER_MODES,
         help="off, dry_run (log what would be sent) or on (key global_manager.mode)",
     )
     parser.add_argument(
@@ -66,8 +67,8 @@ def main(args: argparse.Namespace) -> int:
             "global_manager.url": args.url,
         },
     )
-    if args.log_level is None:
-        logging.getLogger().setLevel(config.log_level.upper())
+    if args.log_level is None:  # --log-level wins over the config's log_level
+        apply_log_level(config)
     registry = CollectorRegistry()
     requester = MigrationRequester(
         config.global_manager,

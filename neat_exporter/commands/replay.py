@@ -132,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.set_defaults(handler=main)
 
 
-def _vm_sizes(text: str) -> list[float]:
+def _parse_vm_mhz(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -142,7 +142,7 @@ def _vm_sizes(text: str) -> list[float]:
 
 
 def load_workload(args: argparse.Namespace) -> workloads.Workload:
-    sizes = {"vm_mhz": _vm_sizes(args.vm_mhz), "vm_ram_mb": args.vm_ram_mb}
+    sizes = {"vm_mhz": _parse_vm_mhz(args.vm_mhz), "vm_ram_mb": args.vm_ram_mb}
     host_cpu = args.host_cpu_mhz
     if args.traces is not None:
         return workloads.from_planetlab(

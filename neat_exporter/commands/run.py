@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from neat_exporter.config import SOURCE_TYPES, Config, load_config
+from neat_exporter.config import GLOBAL_MANAGER_MODES, SOURCE_TYPES, Config, load_config
 
 # flag destination -> configuration key
 FLAG_KEYS = {
@@ -85,7 +85,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--global-manager-mode",
-        choices=("off", "dry_run", "on"),
+        choices=GLOBAL_MANAGER_MODES,
         help="send migration requests: off, dry_run or on (key global_manager.mode)",
     )
     add("--global-manager-url", metavar="URL", help="key global_manager.url")

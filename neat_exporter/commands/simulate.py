@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
@@ -120,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         results
     )
     if args.output:
-        write_atomically(Path(args.output), lambda file: file.write(text.encode()))
+        write_atomically(args.output, lambda file: file.write(text.encode()))
     else:
         sys.stdout.write(text)
     if args.plot:
