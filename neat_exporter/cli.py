@@ -9,11 +9,10 @@ import logging
 import sys
 
 from neat_exporter import __version__
+from neat_exporter.config import LOG_LEVELS
 from neat_exporter.errors import NeatExporterError
 
 COMMANDS = ("run", "demo", "check_config", "replay", "simulate", "bridge")
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def build_parser() -> argparse.ArgumentParser:
