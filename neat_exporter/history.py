@@ -35,14 +35,6 @@ VMS_DIR = "vms"
 HOST_FILE = "host"
 
 
-def hypervisor_overhead(reading: Reading) -> float | None:
-    """Host busy MHz minus the VMs' sum, floored at 0 (Neat's collector, §2 step 6)."""
-    if reading.host_busy_mhz is None:
-        return None
-    vms = sum(vm.cpu_mhz for vm in reading.vms.values() if vm.cpu_mhz is not None)
-    return max(0.0, reading.host_busy_mhz - vms)
-
-
 @dataclass(frozen=True, slots=True)
 class LoadedFile:
     values: list[float]
@@ -132,7 +124,7 @@ class History:
                 samples[rows, :-1] = samples[rows, 1:]
             samples[rows, -1] = values
             self._counts[rows] = np.minimum(self._counts[rows] + 1, self.length)
-        overhead = hypervisor_overhead(reading)
+        overhead = reading.hypervisor_overhead_mhz
         if overhead is not None:
             self.host.append(overhead)
 

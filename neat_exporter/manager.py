@@ -120,8 +120,9 @@ class LocalManager:
         utilization = host_utilization(vms_mhz, host_overhead_mhz, capacity_mhz)
         if not utilization:
             return None
+        ram = {uuid: vms_ram_mb[uuid] for uuid in vms_mhz}
         if not self._built:
-            self._build({uuid: vms_ram_mb[uuid] for uuid in vms_mhz})
+            self._build(ram)
         underload = self._built["underload"].evaluate(utilization, self._states["underload"])
         overload = self._built["overload"].evaluate(utilization, self._states["overload"])
         self._states["underload"] = underload.state
@@ -131,7 +132,6 @@ class LocalManager:
             selected = tuple(vms_mhz)
         elif overload.decision:
             self.stage = "select"
-            ram = {uuid: vms_ram_mb[uuid] for uuid in vms_mhz}
             chosen, self._states["vm_selection"] = self._built["vm_selection"](
                 vms_mhz, ram, self._states["vm_selection"]
             )

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from neat_exporter.history import hypervisor_overhead
 from neat_exporter.manager import AlgorithmSet, HostDecision
 from neat_exporter.sources.base import Reading
 
@@ -78,12 +77,11 @@ def build_snapshot(
     decision: HostDecision | None,
     algorithms: AlgorithmSet,
 ) -> Snapshot:
-    overhead = hypervisor_overhead(reading)
+    overhead = reading.hypervisor_overhead_mhz
     if decision is not None:
         utilization = decision.utilization[-1]
     elif overhead is not None:
-        vms = sum(vm.cpu_mhz for vm in reading.vms.values() if vm.cpu_mhz is not None)
-        utilization = (vms + overhead) / capacity_mhz
+        utilization = (reading.vms_cpu_mhz + overhead) / capacity_mhz
     else:
         utilization = None
     selected = () if decision is None else decision.selected  # empty unless there is a reason

@@ -44,6 +44,19 @@ class Reading:
     def cpu_mhz_total(self) -> float:
         return self.cpu_cores * self.core_mhz
 
+    @property
+    def vms_cpu_mhz(self) -> float:
+        """The VMs' CPU use summed, over the VMs that have a sample."""
+        return sum(vm.cpu_mhz for vm in self.vms.values() if vm.cpu_mhz is not None)
+
+    @property
+    def hypervisor_overhead_mhz(self) -> float | None:
+        """Host busy MHz minus the VMs' sum, floored at 0 (Neat's collector, §2 step 6); None
+        while the host's busy time is unknown."""
+        if self.host_busy_mhz is None:
+            return None
+        return max(0.0, self.host_busy_mhz - self.vms_cpu_mhz)
+
 
 class Source(Protocol):
     name: str
