@@ -105,6 +105,12 @@ def query(expr: str, legend: str = "__auto", instant: bool = False) -> Dataquery
     return target.instant() if instant else target.range()
 
 
+def tile(title: str, description: str | None = None) -> stat.Panel:
+    """A stat panel of the overview rows: a sixth of the width, four rows high."""
+    panel = stat.Panel().title(title).span(4).height(4)
+    return panel if description is None else panel.description(description)
+
+
 def host_link(title: str = "Host: ${__field.labels.host}") -> DashboardLink:
     """A data link from a series carrying a ``host`` label to that host's dashboard."""
     return DashboardLink(title).url(
@@ -221,65 +227,43 @@ def host_dashboard() -> model.Dashboard:
     dash = (
         dash.with_row(Row("Decision"))
         .with_panel(
-            stat.Panel()
-            .title("Decision")
-            .description("Decision of the latest cycle")
+            tile("Decision", "Decision of the latest cycle")
             .with_target(query(DECISION, "decision", instant=True))
             .mappings(DECISION_MAPPINGS)
             .color_mode(BigValueColorMode.BACKGROUND)
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Utilization")
-            .description("Latest host CPU utilization: (Σ VMs + hypervisor) / usable capacity")
+            tile(
+                "Utilization", "Latest host CPU utilization: (Σ VMs + hypervisor) / usable capacity"
+            )
             .with_target(query(f"neat_host_cpu_utilization_ratio{{{SELECTED}}}", "utilization"))
             .unit("percentunit")
             .decimals(1)
             .thresholds(steps((None, "green"), (0.8, "orange"), (1.0, "red")))
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("VMs")
-            .description("VMs on the host, and how many the latest cycle selected to leave it")
+            tile("VMs", "VMs on the host, and how many the latest cycle selected to leave it")
             .with_target(query(f"count(neat_vm_cpu_usage_hertz{{{SELECTED}}})", "running"))
             .with_target(query(f"sum(neat_vm_selected_for_migration{{{SELECTED}}})", "selected"))
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Capacity")
-            .description("Usable CPU: cores × MHz × host_cpu_usable_by_vms")
+            tile("Capacity", "Usable CPU: cores × MHz × host_cpu_usable_by_vms")
             .with_target(query(f"neat_host_cpu_capacity_hertz{{{SELECTED}}}", "capacity"))
             .unit("hertz")
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("History")
-            .description("Samples in the utilization history the detectors saw")
+            tile("History", "Samples in the utilization history the detectors saw")
             .with_target(query(f"neat_host_history_samples{{{SELECTED}}}", "samples"))
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Decision age")
-            .description("Time since the latest successful cycle")
+            tile("Decision age", "Time since the latest successful cycle")
             .with_target(query(f"time() - neat_last_cycle_timestamp_seconds{{{SELECTED}}}", "age"))
             .unit("s")
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
             timeseries.Panel()
@@ -554,52 +538,38 @@ def fleet_dashboard() -> model.Dashboard:
     dash = (
         dash.with_row(Row("Overview"))
         .with_panel(
-            stat.Panel()
-            .title("Hosts")
+            tile("Hosts")
             .with_target(query(f'count(neat_host_info{{{SELECTED}, host=~"$host"}})', "hosts"))
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Overloaded")
-            .description("Hosts whose latest decision was overload")
+            tile("Overloaded", "Hosts whose latest decision was overload")
             .with_target(query(f"sum(neat_host_overloaded{{{SELECTED}}})", "overloaded"))
             .thresholds(steps((None, "green"), (1, "red")))
             .color_mode(BigValueColorMode.BACKGROUND)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Underloaded")
-            .description("Hosts whose latest decision was underload")
+            tile("Underloaded", "Hosts whose latest decision was underload")
             .with_target(query(f"sum(neat_host_underloaded{{{SELECTED}}})", "underloaded"))
             .thresholds(steps((None, "green"), (1, "blue")))
             .color_mode(BigValueColorMode.BACKGROUND)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Exporters up")
-            .description("Scrape targets of the selected jobs that answered the last scrape")
+            tile(
+                "Exporters up", "Scrape targets of the selected jobs that answered the last scrape"
+            )
             .with_target(query('sum(up{job=~"$job"})', "up"))
             .with_target(query('count(up{job=~"$job"})', "targets"))
             .graph_mode(BigValueGraphMode.NONE)
-            .span(4)
-            .height(4)
         )
         .with_panel(
-            stat.Panel()
-            .title("Stale decisions")
-            .description("Hosts whose latest successful cycle is older than $stale_after s")
+            tile(
+                "Stale decisions",
+                "Hosts whose latest successful cycle is older than $stale_after s",
+            )
             .with_target(query(f"count({stale}) or vector(0)", "stale"))
             .thresholds(steps((None, "green"), (1, "orange")))
             .color_mode(BigValueColorMode.BACKGROUND)
-            .span(4)
-            .height(4)
         )
         .with_panel(
             stat.Panel()
