@@ -250,7 +250,6 @@ class MigrationRequester:
             return Submission.OFF
         if reason is Reason.OVERLOAD and not vm_uuids:
             raise ValueError("an overload request needs the selected vm_uuids")
-        vms = ",".join(vm_uuids)
         with self._lock:
             now = self._clock()
             last = self._last_request.get(host)
@@ -261,7 +260,12 @@ class MigrationRequester:
             if mode == "dry_run":
                 self._last_request[host] = now
                 self.requests.labels(reason.label, "dry_run").inc()
-                log.info("dry run: would ask to migrate %s from %s (%s)", vms, host, reason.label)
+                log.info(
+                    "dry run: would ask to migrate %s from %s (%s)",
+                    ",".join(vm_uuids),
+                    host,
+                    reason.label,
+                )
                 return Submission.DRY_RUN
             try:
                 self._queue.put_nowait((host, reason, tuple(vm_uuids)))

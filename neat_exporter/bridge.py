@@ -43,6 +43,7 @@ REASON_LABEL = "neat_reason"
 HOST_LABEL = "host"
 VM_LABEL = "vm_uuid"
 _MAX_REMEMBERED = 100_000  # dedup keys kept at most, whatever the TTL
+_REASONS = {reason.label: reason for reason in Reason}
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def _parse_alert(alert: Any, where: str) -> Alert:
 
 
 def _field(obj: dict, name: str, kind: type, where: str) -> Any:
+    prefix = f"{where}.{name}" if where != "payload" else name
     if name not in obj:
-        raise InputError(f"{where}.{name}: missing" if where != "payload" else f"{name}: missing")
+        raise InputError(f"{prefix}: missing")
     value = obj[name]
     if not isinstance(value, kind):
-        prefix = f"{where}.{name}" if where != "payload" else name
         raise InputError(f"{prefix}: must be {_JSON_NAMES[kind]}, got {_json_type(value)}")
     return value
 
@@ -259,8 +260,8 @@ class Bridge:
         if not length_header.isdigit():
             return 411, {"error": "a Content-Length header is required"}, []
         length = int(length_header)
-        if length > self.config.max_payload_bytes:
-            limit = self.config.max_payload_bytes
+        limit = self.config.max_payload_bytes
+        if length > limit:
             return 413, {"error": f"payload of {length} bytes exceeds {limit}"}, []
         body = environ["wsgi.input"].read(length)
         try:
@@ -293,8 +294,9 @@ class Bridge:
                     vms.add(vm_uuid)
                 keys.append(alert.dedup_key)
             busy = False
-            for (host, reason), (vms, keys) in groups.items():
-                result = self.requester.submit(host, reason, sorted(vms))
+            for (host, reason), (vm_set, keys) in groups.items():
+                vms = sorted(vm_set)
+                result = self.requester.submit(host, reason, vms)
                 if result in (Submission.QUEUED, Submission.DRY_RUN):
                     self._remembered.add(keys)
                 busy |= result is Submission.QUEUE_FULL
@@ -302,7 +304,7 @@ class Bridge:
                     {
                         "host": host,
                         "reason": reason.label,
-                        "vm_uuids": sorted(vms),
+                        "vm_uuids": vms,
                         "result": result,
                     }
                 )
@@ -315,9 +317,7 @@ def _target(labels: dict[str, str]) -> tuple[str, Reason, str | None] | None:
     """(host, reason, vm_uuid) for an actionable alert, None otherwise."""
     host = labels.get(HOST_LABEL)
     vm_uuid = labels.get(VM_LABEL) or None
-    reason = {"underload": Reason.UNDERLOAD, "overload": Reason.OVERLOAD}.get(
-        labels.get(REASON_LABEL, "")
-    )
+    reason = _REASONS.get(labels.get(REASON_LABEL, ""))
     if not host or reason is None or (reason is Reason.OVERLOAD and not vm_uuid):
         return None
     return host, reason, vm_uuid

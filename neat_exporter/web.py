@@ -606,7 +606,7 @@ def _peer_sans(connection: ssl.SSLSocket) -> set[str]:
 class Server:
     """A running server; ``address`` is the bound (host, port), useful when port 0 was asked."""
 
-    def __init__(self, httpd: WSGIServer):
+    def __init__(self, httpd: _Server):
         self._httpd = httpd
         # A short poll makes shutdown (SIGTERM, tests) quick; idle wake-ups cost nothing measurable.
         self._thread = threading.Thread(
@@ -621,7 +621,7 @@ class Server:
 
     @property
     def tls(self) -> bool:
-        return getattr(self._httpd, "tls", False)
+        return self._httpd.tls
 
     def shutdown(self) -> None:
         self._httpd.shutdown()
