@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from neat_exporter import __version__
 from neat_exporter.exposition import Family, GaugeRows
 from neat_exporter.snapshot import DECISIONS, Snapshot
+from neat_exporter.sources.base import VM_INFO_LABELS
 
-VM_INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
 _BLANKS = ("",) * len(VM_INFO_LABELS)  # a label Nova did not give is shown empty
 STAGES = ("collect", "detect", "select", "act")
 

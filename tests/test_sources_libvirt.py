@@ -28,7 +28,8 @@ from services import Libvirtd, wait_until
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
 from neat_exporter.sources import SourceError
-from neat_exporter.sources.libvirt import INFO_LABELS, LibvirtSource, cpu_mhz
+from neat_exporter.sources.base import VM_INFO_LABELS
+from neat_exporter.sources.libvirt import LibvirtSource, cpu_mhz
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -97,7 +98,8 @@ def test_vms_appearing_pausing_and_disappearing(default_driver):
         assert seen[vm_uuid(0)].cpu_mhz is None
         assert dict(seen[vm_uuid(0)].info) == expected_info(0)
         assert dict(seen[vm_uuid(1)].info) == expected_info(1)
-        assert dict(seen[vm_uuid(2)].info) == {**dict.fromkeys(INFO_LABELS, ""), "domain": "plain"}
+        no_metadata = {**dict.fromkeys(VM_INFO_LABELS, ""), "domain": "plain"}
+        assert dict(seen[vm_uuid(2)].info) == no_metadata
         assert seen[vm_uuid(1)].ram_max_mb == 2048
 
         assert source.collect().vms[vm_uuid(0)].cpu_mhz > 0

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+VM_INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
+"""The keys of ``VmReading.info``: the labels of ``neat_vm_info``."""
+
 
 class SourceError(Exception):
     """The source could not be read this cycle (libvirt down, directory missing, ...)."""

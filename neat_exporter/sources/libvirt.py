@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from neat_exporter.errors import ConfigError
-from neat_exporter.sources.base import Reading, SourceError, VmReading
+from neat_exporter.sources.base import VM_INFO_LABELS, Reading, SourceError, VmReading
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ NOVA_NAMESPACES = (
     "http://openstack.org/xmlns/libvirt/nova/1.1",
     "http://openstack.org/xmlns/libvirt/nova/1.0",
 )
-INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
 
 T = TypeVar("T")
 
@@ -392,7 +391,7 @@ def _domain_sample(
 
 
 def _unknown_info(domain_name: str) -> dict[str, str]:
-    return {**dict.fromkeys(INFO_LABELS, ""), "domain": domain_name}
+    return {**dict.fromkeys(VM_INFO_LABELS, ""), "domain": domain_name}
 
 
 def _domain_info(libvirt: Any, domain: Any) -> dict[str, str]:
