@@ -26,10 +26,7 @@ def host_utilization(
     history (cut to its newest values when longer) are left-padded with zeros to that length,
     summed per step and divided by the usable capacity. Values may exceed 1.0. No VMs gives [].
     """
-    if not (isinstance(capacity_mhz, int | float) and math.isfinite(capacity_mhz)) or (
-        capacity_mhz <= 0
-    ):
-        raise InputError(f"capacity_mhz: must be a finite number > 0, got {capacity_mhz!r}")
+    _check_positive(capacity_mhz, "capacity_mhz")
     matrix = _left_padded(list(as_histories(vms_mhz, "vms_mhz").values()))
     length = matrix.shape[1]
     if length == 0:
@@ -40,6 +37,11 @@ def host_utilization(
     total = np.cumsum(matrix, axis=0)[-1]
     total[length - len(overhead) :] += overhead
     return (total / float(capacity_mhz)).tolist()
+
+
+def _check_positive(value: float, name: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value)) or value <= 0:
+        raise InputError(f"{name}: must be a finite number > 0, got {value!r}")
 
 
 def _left_padded(series: list[np.ndarray]) -> np.ndarray:
@@ -57,10 +59,7 @@ def migration_time(
     vms_ram_mb: Mapping[str, float] | Sequence[float], bandwidth_mb_s: float
 ) -> float:
     """Seconds to migrate an average VM: mean RAM (MB) / bandwidth (MB/s); 0.0 without VMs."""
-    if not (isinstance(bandwidth_mb_s, int | float) and math.isfinite(bandwidth_mb_s)) or (
-        bandwidth_mb_s <= 0
-    ):
-        raise InputError(f"bandwidth_mb_s: must be a finite number > 0, got {bandwidth_mb_s!r}")
+    _check_positive(bandwidth_mb_s, "bandwidth_mb_s")
     ram = vms_ram_mb.values() if isinstance(vms_ram_mb, Mapping) else vms_ram_mb
     values = as_history(list(ram), "vms_ram_mb")
     if len(values) == 0:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from neat_exporter.algorithms.algorithm import Algorithm
-from neat_exporter.algorithms.params import Param, as_history, integer, real
+from neat_exporter.algorithms.params import Param, as_history, integer, real, sequential_sum
 from neat_exporter.errors import InputError
 
 
@@ -44,13 +44,10 @@ def vm_demand(history: Any, last_n: int, what: str) -> float | int | None:
     tail = list(history)[-last_n:]
     if not tail:
         return None
-    as_history(tail, what)
+    values = as_history(tail, what)
     if all(isinstance(v, numbers.Integral) for v in tail):
         return sum(int(v) for v in tail) // len(tail)
-    total = 0.0
-    for value in tail:  # left to right, as Python 2's sum
-        total += float(value)
-    return total / len(tail)
+    return sequential_sum(values) / len(tail)
 
 
 class BestFitDecreasing(Algorithm):

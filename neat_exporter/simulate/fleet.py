@@ -173,9 +173,7 @@ class Fleet:
         scale = np.divide(
             self.host_total, total_demand, out=np.ones(self.spec.hosts), where=total_demand > 0
         )[hosts]
-        allocated = np.where(
-            kinds == OUT, capped * 0.9, np.where(kinds == IN, capped * 0.1, capped)
-        )
+        allocated = np.where(kinds == OUT, capped * 0.9, demand)
         scaled = np.floor(
             np.where(
                 kinds == OUT,
@@ -189,7 +187,9 @@ class Fleet:
         # Sum in VM-list order, as Java does: SLATAH compares these two sums exactly.
         self.utilization_mips = self._ordered_sum(hosts, positions, contribution)
         self.host_requested = self._ordered_sum(hosts, positions, requested)
+        # A consolidation round starts from these rather than recomputing them.
         self._entry_allocated = allocated
+        self._host_demand = total_demand
         recorded = kinds != IN
         self.vm_allocated = np.zeros(len(self.home))
         self.vm_allocated[vms[recorded]] = allocated[recorded]
@@ -309,7 +309,7 @@ class Fleet:
             return
         if self._entries is None:
             self.compute_states(utilization)
-        migrations = Planner(self, time).optimize()
+        migrations = Planner(self).optimize()
         for vm, target in migrations:
             self.start_migration(time, vm, target)
         self.refresh(time, utilization)

@@ -29,9 +29,8 @@ IN = 2
 class Planner:
     """The tentative state of one round; also the context VM selection policies read."""
 
-    def __init__(self, fleet: Fleet, time: float):
+    def __init__(self, fleet: Fleet):
         self.fleet = fleet
-        self.time = time
         self.detector = fleet.policy.detector
         self.selection = fleet.policy.selection
         self.vm_ram = fleet.vm_ram
@@ -57,11 +56,7 @@ class Planner:
         self.vm_terms = self.history * self.vm_mips[:, None]
 
         vms, hosts, positions, kinds = fleet._entry_arrays()
-        capped = np.minimum(self.requested[vms], self.pe[hosts])
-        demand = np.where(kinds == IN, capped * 0.1, capped)
-        demand_sum = np.bincount(hosts, weights=demand, minlength=spec.hosts)
-        self.available = np.maximum(self.total - demand_sum, 0.0)
-        self.available[demand_sum > self.total] = 0.0
+        self.available = np.maximum(self.total - fleet._host_demand, 0.0)
         self.requested_sum = fleet.host_requested.copy()
         self.host_history = np.zeros((spec.hosts, spec.history_length))
         np.add.at(self.host_history, hosts, self.vm_terms[vms] / self.total[hosts, None])

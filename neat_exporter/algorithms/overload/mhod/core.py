@@ -69,7 +69,7 @@ class Mhod(DetectorAlgorithm):
             return Detection(False, state, None, otf, ready=False)
         estimator = state.get("estimator")
         if not isinstance(estimator, MultisizeEstimator) or (
-            estimator.window_sizes != tuple(self.params["window_sizes"])
+            estimator.window_sizes != self.params["window_sizes"]
         ):
             estimator = state["estimator"] = self.initial_state()["estimator"]
         states = utilization_to_states(self.state_config, utilization)
