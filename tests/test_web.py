@@ -387,6 +387,8 @@ def test_shutdown_frees_the_port():
     server = serve_wsgi(hello, f"127.0.0.1:{port}")
     wait_until(lambda: requests.get(f"http://127.0.0.1:{port}", timeout=1).ok, 5, "server up")
     server.shutdown()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}", timeout=1)
     serve_wsgi(hello, f"127.0.0.1:{port}").shutdown()
 
 
