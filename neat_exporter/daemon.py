@@ -105,10 +105,12 @@ class Daemon:
     def run_cycle(self) -> bool:
         """One decision cycle; False when it failed (the previous snapshot stays)."""
         started = time.monotonic()
-        self.metrics.cycles.inc()
         try:
             return self._cycle()
         finally:
+            # Counted once over, so that a count of one means the first snapshot is on /metrics
+            # (or the first cycle failed), never that it is still being built.
+            self.metrics.cycles.inc()
             self.metrics.duration.observe(time.monotonic() - started)
 
     def _cycle(self) -> bool:
