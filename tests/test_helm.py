@@ -362,6 +362,35 @@ def test_prometheus_rule_holds_every_alert_of_the_repository():
     assert alerts and rendered == alerts
 
 
+def test_runbook_base_url_turns_runbook_paths_into_links():
+    base = "https://git.example.com/ops/neat_exporter/blob/v1"
+    values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base + "/"}}
+    rendered = only(manifests(values), "PrometheusRule")["spec"]["groups"]
+    urls = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for group in rendered
+        for rule in group["rules"]
+        if "runbook_url" in rule.get("annotations", {})
+    }
+    paths = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for group in alert_groups()
+        for rule in group["rules"]
+        if "runbook_url" in rule.get("annotations", {})
+    }
+    assert paths and urls == {alert: f"{base}/{path}" for alert, path in paths.items()}
+    # Everything else about the rules is unchanged.
+    for group in rendered:
+        for rule in group["rules"]:
+            rule.get("annotations", {}).pop("runbook_url", None)
+    for group in (groups := alert_groups()):
+        for rule in group["rules"]:
+            rule.get("annotations", {}).pop("runbook_url", None)
+    assert rendered == groups
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"prometheusRule": {"runbookBaseUrl": "docs.example.com"}})
+
+
 def test_dashboards_configmap_holds_every_dashboard_unchanged():
     committed = {p.name: p.read_text() for p in (ROOT / "dashboards").glob("*.json")}
     assert {"neat-host.json", "neat-fleet.json"} <= committed.keys()
