@@ -221,7 +221,7 @@ def test_reconnect_backoff_grows_and_is_capped(tmp_path):
     daemon.kill(signal.SIGKILL)
     source = LibvirtSource(daemon.uri(), reconnect_delay=0.1, max_reconnect_delay=0.4)
     attempts = []
-    deadline = time.monotonic() + 1.3
+    deadline = time.monotonic() + 2.0  # attempts due at 0, 0.1, 0.3, 0.7, 1.1 s, plus slack
     while time.monotonic() < deadline:
         try:
             source.collect()
@@ -232,8 +232,10 @@ def test_reconnect_backoff_grows_and_is_capped(tmp_path):
     daemon.stop()
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(gaps) >= 4, gaps
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4], strict=False):
-        assert expected <= gap < expected + 0.15, gaps
+    # The lower bounds show the growth; the upper ones the cap (0.8 would be next), with room
+    # for a busy machine's scheduling.
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4, 0.4], strict=False):
+        assert expected <= gap < expected + 0.3, gaps
 
 
 @pytest.mark.services
