@@ -176,6 +176,41 @@ def test_no_vm_lost_or_duplicated_and_placements_fit(monkeypatch):
     assert len(placements) >= fleet.accounting.migrations
 
 
+@pytest.mark.parametrize("policy", ["lr-mmt-1.2", "mad-mmt-2.5", "neat:otf otf=0.1"])
+def test_placement_takes_cloudsims_host_whatever_it_asks_first(monkeypatch, policy):
+    """find_host asks the detector about the cheapest hosts first; every choice must be
+    CloudSim's: all busy candidates checked, then the least power increase, first on ties."""
+    original = placement_module.Planner.find_host
+    choices = 0
+
+    def exhaustive(self, vm, excluded):
+        candidates = np.flatnonzero(~excluded & (self.fits >= self.requested[vm]))
+        allocated = self.allocated[candidates]
+        busy = allocated != 0
+        keep = np.ones(candidates.size, dtype=bool)
+        if busy.any():
+            keep[busy] = ~self._overloaded_with(candidates[busy], vm)
+        candidates, allocated = candidates[keep], allocated[keep]
+        if candidates.size == 0:
+            return None
+        after = (allocated + self.requested[vm]) / self.total[candidates]
+        increase = specpower(self.kinds[candidates], after) - self.power_now[candidates]
+        return int(candidates[np.argmin(increase)])
+
+    def checked(self, vm, excluded):
+        nonlocal choices
+        host = original(self, vm, excluded)
+        assert host == exhaustive(self, vm, excluded)
+        choices += host is not None
+        return host
+
+    monkeypatch.setattr(placement_module.Planner, "find_host", checked)
+    monkeypatch.setattr(placement_module, "HOSTS_PER_CALL", 1)  # the most batches
+    spec = FleetSpec(hosts=24, limit=300 * 59)
+    result = simulate_day(small_workload(), parse_policy(policy), spec=spec)
+    assert result.migrations > 10 and choices >= result.migrations
+
+
 @pytest.mark.parametrize("policy", ["thr-mmt-0.8", "iqr-mc-1.5", "mad-mu-2.5", "lrr-rs-1.2"])
 def test_every_cloudsim_policy_runs_and_accounts(policy):
     spec = FleetSpec(hosts=16, limit=300 * 39)

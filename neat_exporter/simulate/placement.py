@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from neat_exporter.simulate.fleet import Fleet
 
 IN = 2
+HOSTS_PER_CALL = 32
+"""PABFD's first batch of hosts for a detector's what-if check, unless it sets its own."""
 
 
 class Planner:
@@ -44,6 +46,7 @@ class Planner:
             float(fleet.vm_ram.max()) / spec.migration_bandwidth / spec.interval
         )
         self.window = getattr(self.detector, "window", spec.history_length)
+        self.hosts_per_call = getattr(self.detector, "hosts_per_call", HOSTS_PER_CALL)
         self.total = fleet.host_total
         self.pe = fleet.host_pe
         self.kinds = fleet.power_kind
@@ -145,25 +148,32 @@ class Planner:
         )
 
     def find_host(self, vm: int, excluded: np.ndarray) -> int | None:
-        """PABFD's choice for one VM, or None."""
+        """PABFD's choice for one VM, or None: of the suitable hosts that would not be
+        overloaded, the one with the least power increase (the first host on ties)."""
         requested = self.requested[vm]
         candidates = np.nonzero(~excluded & (self.fits >= requested))[0]
         if candidates.size == 0:
             return None
         allocated = self.allocated[candidates]
-        busy = np.nonzero(allocated)[0]
-        if busy.size:
-            over = self._overloaded_with(candidates[busy], vm)
-            if over.any():
-                keep = np.ones(candidates.size, dtype=bool)
-                keep[busy[over]] = False
-                candidates, allocated = candidates[keep], allocated[keep]
-                if candidates.size == 0:
-                    return None
         after = (allocated + requested) / self.total[candidates]
         # CloudSim's own arithmetic: many hosts tie up to rounding, and the rounding decides.
         increase = specpower(self.kinds[candidates], after) - self.power_now[candidates]
-        return int(candidates[np.argmin(increase)])
+        # CloudSim asks the detector about every busy candidate, then takes the minimum. Asking
+        # cheapest first, in batches that double, gives the same host (a stable sort keeps ties
+        # in host order) while usually asking about far fewer: Neat's MHOD, which decides host
+        # by host, runs a day about three times faster.
+        order = np.argsort(increase, kind="stable")
+        start, size = 0, self.hosts_per_call
+        while start < order.size:
+            batch = order[start : start + size]
+            acceptable = np.ones(batch.size, dtype=bool)
+            busy = allocated[batch] != 0  # a host with nothing allocated is never overloaded
+            if busy.any():
+                acceptable[busy] = ~self._overloaded_with(candidates[batch[busy]], vm)
+            if acceptable.any():
+                return int(candidates[batch[np.argmax(acceptable)]])
+            start, size = start + size, size * 2
+        return None
 
     def _overloaded_with(self, hosts: np.ndarray, vm: int) -> np.ndarray:
         """Would these hosts be overloaded after taking ``vm`` (``isHostOverUtilizedAfter…``)?"""

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -36,7 +36,9 @@ class Detector(Protocol):
     ) -> np.ndarray:
         """Which hosts are overloaded.
 
-        A detector may set ``window``: the history columns it reads (all when unset).
+        A detector may set ``window``: the history columns it reads (all when unset), and
+        ``hosts_per_call``: how many hosts placement asks about in its first call (more in
+        later calls; see :data:`neat_exporter.simulate.placement.HOSTS_PER_CALL`).
 
         ``requested``: (k,) requested MIPS / host MIPS now; ``history``: (k, 30) utilization
         history, newest first, zero-padded; ``length``: (k,) valid history values per row;
@@ -190,6 +192,7 @@ class NeatDetector:
     detector: Any
     name: str
     states: dict[int, Any] = field(default_factory=dict)
+    hosts_per_call: ClassVar[int] = 1  # it decides host by host anyway
 
     def overloaded(self, requested, history, length, horizon):
         result = np.zeros(len(requested), dtype=bool)
