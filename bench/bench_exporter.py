@@ -58,7 +58,13 @@ from prometheus_client import generate_latest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from libvirt_fixtures import IDLE, qemu_domain_xml, write_boot_image, write_node_xml  # noqa: E402
+from libvirt_fixtures import (  # noqa: E402
+    IDLE,
+    qemu_domain_xml,
+    wait_until_halted,
+    write_boot_image,
+    write_node_xml,
+)
 from services import Libvirtd  # noqa: E402
 
 from neat_exporter.config import config_from_mapping  # noqa: E402
@@ -184,7 +190,7 @@ def qemu_vms(workdir: Path, vms: int):
                 f"neat-bench-{tag}-{index}", str(uuid.uuid4()), image, index=index
             )
             domains.append(conn.createXML(xml, 0))
-        time.sleep(max(5.0, vms * 0.2))  # SeaBIOS: about 0.5 s of CPU per VM, then hlt
+        wait_until_halted(conn, [domain.UUIDString() for domain in domains], timeout=vms * 2.0)
         yield daemon.uri()
     finally:
         for domain in domains:

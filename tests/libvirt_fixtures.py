@@ -3,7 +3,9 @@ boot-sector disk images whose CPU use is known (see busy-vms.md)."""
 
 from __future__ import annotations
 
+import time
 import uuid as uuid_module
+from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -123,3 +125,26 @@ def qemu_domain_xml(name: str, uuid: str, image: Path, memory_mib: int = 32, ind
         f"<source file={quoteattr(str(image))}/><target dev='hda' bus='ide'/></disk>"
         "<serial type='null'/><memballoon model='virtio'/></devices></domain>"
     )
+
+
+def cpu_times(conn) -> dict[str, int]:
+    """Each running domain's cpu.time (ns) by UUID, from one bulk call."""
+    import libvirt  # only the callers that run VMs need libvirt-python
+
+    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, 0)
+    return {domain.UUIDString(): values["cpu.time"] for domain, values in stats}
+
+
+def wait_until_halted(conn, uuids: Iterable[str], timeout: float = 20.0) -> None:
+    """Wait until every VM of ``uuids`` (booting a halting image) uses under 2 % of a core:
+    SeaBIOS costs about 0.5 s of CPU per VM, which takes several seconds of wall time when
+    other jobs crowd the host."""
+    uuids = list(uuids)
+    deadline = time.monotonic() + timeout
+    before = cpu_times(conn)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        after = cpu_times(conn)
+        if all((after[u] - before[u]) / 1e9 / 0.3 < 0.02 for u in uuids):
+            return
+        before = after

@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from libvirt_fixtures import BUSY, IDLE, duty, expected_info, qemu_domain_xml, write_boot_image
+from libvirt_fixtures import (
+    BUSY,
+    IDLE,
+    cpu_times,
+    duty,
+    expected_info,
+    qemu_domain_xml,
+    wait_until_halted,
+    write_boot_image,
+)
 from prometheus_checks import (
     assert_every_documented_metric,
     scraped_exporter,
@@ -77,7 +86,7 @@ def vms(tmp_path_factory) -> Iterator[VMs]:
                 domains.append(conn.createXML(xml, 0))
             except libvirt.libvirtError as error:
                 pytest.skip(f"qemu cannot start a TCG VM on this machine: {error}")
-        _wait_for_boot(conn, uuids["idle"])
+        wait_until_halted(conn, [uuids["idle"]])
         yield VMs(daemon.uri(), conn, uuids, names)
     finally:
         _destroy_all(domains)  # each destroy waits 1-2 s for qemu to be reaped: in parallel
@@ -91,7 +100,7 @@ def measured(vms) -> Measured:
     readings, references = [], []
     for pause in (WINDOW_S, 0):
         readings.append(source.collect())
-        references.append((time.monotonic(), _cpu_times(vms.conn)))
+        references.append((time.monotonic(), cpu_times(vms.conn)))
         time.sleep(pause)
     source.close()
     (t0, before), (t1, after) = references
@@ -99,24 +108,6 @@ def measured(vms) -> Measured:
         load: (after[vms.uuids[load]] - before[vms.uuids[load]]) / 1e9 / (t1 - t0) for load in LOADS
     }
     return Measured(readings, reference_cores, vms.uuids, vms.names)
-
-
-def _wait_for_boot(conn, idle_uuid: str, timeout: float = 20.0) -> None:
-    """Wait until the halting VM has finished booting: SeaBIOS costs about 0.5 s of CPU, which
-    takes several seconds of wall time when other jobs crowd the host."""
-    deadline = time.monotonic() + timeout
-    before = _cpu_times(conn)[idle_uuid]
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        after = _cpu_times(conn)[idle_uuid]
-        if (after - before) / 1e9 / 0.3 < 0.02:
-            return
-        before = after
-
-
-def _cpu_times(conn) -> dict[str, int]:
-    stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, 0)
-    return {domain.UUIDString(): values["cpu.time"] for domain, values in stats}
 
 
 def _destroy_all(domains) -> None:
