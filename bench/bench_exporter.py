@@ -121,12 +121,16 @@ class RepeatedReading:
     """A source handing back one reading: a cycle over it is the exporter's own work."""
 
     name = "libvirt"
+    keeps_history = False
 
     def __init__(self, reading: Reading):
         self.reading = reading
 
     def collect(self) -> Reading:
         return self.reading
+
+    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+        return {}, []
 
     def close(self) -> None:
         pass

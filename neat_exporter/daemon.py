@@ -27,8 +27,8 @@ from neat_exporter.config import Config
 from neat_exporter.errors import InputError
 from neat_exporter.exposition import Exposition
 from neat_exporter.history import History
-from neat_exporter.manager import LocalManager
 from neat_exporter.metrics import LoopMetrics, snapshot_families
+from neat_exporter.pipeline import HostPipeline
 from neat_exporter.snapshot import Snapshot, build_snapshot
 from neat_exporter.sources import Source, SourceError, open_source
 
@@ -66,9 +66,6 @@ class Daemon:
     ):
         self.config = config
         self.source = source
-        # A source that keeps the history (Neat's data directory) owns it: the daemon takes it
-        # as read and never writes it.
-        self._source_keeps_history = getattr(source, "keeps_history", False)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = LoopMetrics(self.registry)
         self.exposition = Exposition(snapshot_families(None))
@@ -77,14 +74,17 @@ class Daemon:
         self._clock = clock
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
-        self.manager = LocalManager(
-            config.algorithms, config.time_step, config.network_migration_bandwidth
-        )
         if config.history_dir:
-            self.history = History.load(config.history_dir, config.history_length)
-            self.metrics.history_dropped_lines.inc(self.history.dropped_lines)
+            history = History.load(config.history_dir, config.history_length)
+            self.metrics.history_dropped_lines.inc(history.dropped_lines)
         else:
-            self.history = History(config.history_length)
+            history = History(config.history_length)
+        self.pipeline = HostPipeline(
+            config.algorithms,
+            time_step=config.time_step,
+            bandwidth_mb_s=config.network_migration_bandwidth,
+            history=history,
+        )
         self._history_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -121,19 +121,18 @@ class Daemon:
             return self._fail("collect", error)
         self.metrics.source_up.set(1)
         self.metrics.vms_skipped.inc(reading.skipped_vms)
-        with self._history_lock:
-            if self._source_keeps_history:
-                self.history.replace(*self.source.read_history())
-            else:
-                self.history.record(reading)
-            vms_mhz = self.history.vm_arrays()
-            host_mhz = self.history.host_history()
         capacity_mhz = reading.cpu_mhz_total * self.config.host_cpu_usable_by_vms
         vms_ram_mb = {uuid: vm.ram_max_mb for uuid, vm in reading.vms.items()}
-        try:
-            decision = self.manager.step(vms_mhz, host_mhz, capacity_mhz, vms_ram_mb)
-        except Exception as error:
-            return self._fail(self.manager.stage, error)
+        # Under the lock the persisting thread takes to copy the history.
+        with self._history_lock:
+            if self.source.keeps_history:
+                self.pipeline.history.replace(*self.source.read_history())
+            else:
+                self.pipeline.history.record(reading)
+            try:
+                decision = self.pipeline.decide(capacity_mhz, vms_ram_mb)
+            except Exception as error:
+                return self._fail(self.pipeline.stage, error)
         host = self.config.host or reading.host
         snapshot = build_snapshot(
             now=self._clock(),
@@ -187,7 +186,7 @@ class Daemon:
         write in progress has finished. At a thousand VMs a write takes a few hundred ms, mostly
         the file system's renames; writes never overlap, so each file on disk is of the latest
         write or the one before. A failure is logged and counted, not fatal."""
-        if not self.config.history_dir or self._source_keeps_history:
+        if not self.config.history_dir or self.source.keeps_history:
             return
         with self._writer_lock:
             self.wait_for_persist()
@@ -196,7 +195,7 @@ class Daemon:
                 log.error("history not persisted: it is busy")
                 return
             try:
-                history = self.history.copy()  # the cycles go on recording meanwhile
+                history = self.pipeline.history.copy()  # the cycles go on recording meanwhile
             finally:
                 self._history_lock.release()
             self._writer = threading.Thread(

@@ -110,9 +110,18 @@ class History:
     def record(self, reading: Reading) -> None:
         """Add one collection: a sample per VM that has one, the hypervisor overhead, and forget
         VMs that are no longer on the host. A VM seen for the first time has no sample yet."""
-        if any(uuid not in reading.vms for uuid in self._rows):
-            self._keep([uuid for uuid in self._rows if uuid in reading.vms])
-        sampled = [(uuid, vm.cpu_mhz) for uuid, vm in reading.vms.items() if vm.cpu_mhz is not None]
+        self.add(
+            {uuid: vm.cpu_mhz for uuid, vm in reading.vms.items()},
+            reading.hypervisor_overhead_mhz,
+        )
+
+    def add(self, vms_mhz: Mapping[str, float | None], overhead_mhz: float | None) -> None:
+        """Add one step: ``vms_mhz`` names every VM on the host with its sample (None: on the
+        host, no sample this step); VMs not named are forgotten, so a VM that comes back starts
+        afresh. A None overhead adds nothing to the hypervisor's history."""
+        if any(uuid not in vms_mhz for uuid in self._rows):
+            self._keep([uuid for uuid in self._rows if uuid in vms_mhz])
+        sampled = [(uuid, mhz) for uuid, mhz in vms_mhz.items() if mhz is not None]
         self._add_rows([uuid for uuid, _ in sampled if uuid not in self._rows])
         if sampled:
             rows = np.fromiter((self._rows[uuid] for uuid, _ in sampled), np.intp, len(sampled))
@@ -124,9 +133,8 @@ class History:
                 samples[rows, :-1] = samples[rows, 1:]
             samples[rows, -1] = values
             self._counts[rows] = np.minimum(self._counts[rows] + 1, self.length)
-        overhead = reading.hypervisor_overhead_mhz
-        if overhead is not None:
-            self.host.append(overhead)
+        if overhead_mhz is not None:
+            self.host.append(overhead_mhz)
 
     def _add_rows(self, uuids: list[str]) -> None:
         if not uuids:

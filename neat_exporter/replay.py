@@ -1,9 +1,9 @@
 """One host's decisions over a recorded workload, made by the daemon's own decision logic.
 
-Every step of a :class:`~neat_exporter.workloads.Workload` becomes one cycle of
-:class:`~neat_exporter.manager.LocalManager`: each VM on the host at that step contributes its
-newest ``history_length`` samples (the ring buffer the daemon keeps), a VM that leaves the host
-loses its history, and a step without any sample (the recorder was down) is skipped. Nothing is
+Every step of a :class:`~neat_exporter.workloads.Workload` becomes one step of the daemon's
+:class:`~neat_exporter.pipeline.HostPipeline`: each VM on the host at that step contributes its
+newest ``history_length`` samples, a VM that leaves the host loses its history, and a step
+without any sample (the recorder was down) is skipped. Nothing is
 acted on: VMs stay where the recording has them, so decisions after the first migration request
 are what the detectors would have said had nothing moved.
 
@@ -21,7 +21,7 @@ import io
 import itertools
 import json
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,9 @@ import yaml
 
 from neat_exporter.algorithms import Detection
 from neat_exporter.errors import ConfigError, NeatExporterError
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet, LocalManager
+from neat_exporter.history import History
+from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
+from neat_exporter.pipeline import HostPipeline
 from neat_exporter.workloads import Workload
 
 if TYPE_CHECKING:
@@ -242,13 +244,13 @@ def replay(
 ) -> ReplayResult:
     """Run ``config``'s algorithms over ``workload``, one local-manager cycle per step;
     ``stop_at_first_overload`` ends the run there, as the MHOD study's runs do."""
-    manager = LocalManager(
-        config.algorithms, workload.time_step, config.network_migration_bandwidth
+    pipeline = HostPipeline(
+        config.algorithms,
+        time_step=workload.time_step,
+        bandwidth_mb_s=config.network_migration_bandwidth,
+        history=History(config.history_length),
     )
     capacity = workload.capacity_mhz * config.host_cpu_usable_by_vms
-    length = config.history_length
-    histories: dict[str, deque[float]] = {}
-    overhead: deque[float] = deque(maxlen=length)
     overhead_series = workload.overhead_mhz
     times = workload.times()
     steps = []
@@ -260,18 +262,11 @@ def replay(
         }
         if not present:
             continue
-        for name in list(histories):
-            if name not in present:
-                del histories[name]  # the VM left the host; a returning VM starts afresh
-        for name, mhz in present.items():
-            histories.setdefault(name, deque(maxlen=length)).append(mhz)
+        overhead = None
         if overhead_series is not None and math.isfinite(overhead_series[index]):
-            overhead.append(float(overhead_series[index]))
-        decision = manager.step(
-            {name: list(history) for name, history in histories.items()},
-            list(overhead),
-            capacity,
-            {name: workload.vms_ram_mb[name] for name in present},
+            overhead = float(overhead_series[index])
+        decision = pipeline.step(
+            present, overhead, capacity, {name: workload.vms_ram_mb[name] for name in present}
         )
         if decision is None:
             continue
@@ -294,7 +289,7 @@ def replay(
         workload=workload,
         otf_threshold=otf_threshold,
         capacity_mhz=capacity,
-        migration_time=manager.migration_time,
+        migration_time=pipeline.migration_time,
         steps=tuple(steps),
     )
 

@@ -49,6 +49,7 @@ class FlakySource:
     """A real replay source that fails while ``down`` is set."""
 
     name = "replay"
+    keeps_history = False
 
     def __init__(self, inner: ReplaySource):
         self.inner = inner
@@ -58,6 +59,9 @@ class FlakySource:
         if self.down:
             raise SourceError("the source is unreachable")
         return self.inner.collect()
+
+    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+        return self.inner.read_history()
 
     def close(self) -> None:
         pass
@@ -127,15 +131,15 @@ def test_a_failed_cycle_keeps_the_last_snapshot_with_its_age():
     assert daemon.last_error is None
 
 
-class BrokenSource:
-    name = "broken"
+class BrokenSource(FlakySource):
+    """A source whose reading makes the detectors fail."""
+
+    def __init__(self):
+        super().__init__(replay({"vm": [10]}))
 
     def collect(self) -> Reading:
         vm = VmReading("vm", math.nan, 1024)
         return Reading(0.0, "h", 2, 1000.0, 100.0, {"vm": vm})
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_detector_failure_is_counted_by_stage():
@@ -153,7 +157,7 @@ def test_a_selection_failure_is_counted_by_stage():
     def broken_selection(vms_cpu_mhz, vms_ram_mb, state):
         raise RuntimeError("selection bug")
 
-    daemon.manager._built["vm_selection"] = broken_selection
+    daemon.pipeline.manager._built["vm_selection"] = broken_selection
     assert not daemon.run_cycle()  # overloaded: selection runs and fails
     assert value(daemon, "neat_cycle_errors_total", stage="select") == 1
     assert value(daemon, "neat_cycle_errors_total", stage="detect") == 0

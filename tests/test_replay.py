@@ -10,14 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from services import Prometheus, free_port, require_program
 
 from neat_exporter.cli import main
+from neat_exporter.config import config_from_mapping
+from neat_exporter.daemon import Daemon
 from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
 from neat_exporter.replay import ReplayConfig, combine, parse_spec, replay
+from neat_exporter.sources.replay import ReplaySource
 from neat_exporter.traces import read_planetlab
-from neat_exporter.workloads import from_csv
+from neat_exporter.workloads import Workload, from_csv
 
 DAY = "20110303.tar.gz"
 
@@ -153,6 +157,61 @@ def test_a_vm_that_leaves_loses_its_history(tmp_path):
     result = replay(workload, ReplayConfig("t", algorithms))
     # Step 2: b is back with a one-sample history, left-padded with zeros: [0.1, 0.1, 0.5].
     assert [step.utilization for step in result.steps] == pytest.approx([0.2, 0.1, 0.5])
+
+
+def test_replay_decides_as_the_daemon_does():
+    """Replay and the daemon share one pipeline: over the same samples they keep the same
+    history, carry the same detector states and decide alike, step for step."""
+    rng = np.random.default_rng(7)
+    phases = [(0, 40, 25), (75, 100, 30), (40, 70, 25)]  # underloaded, overloaded, neither
+    percent = {
+        f"vm{i}": np.concatenate([rng.uniform(low, high, n) for low, high, n in phases])
+        for i in range(5)
+    }
+    host_mhz, cpus, ram = 4000.0, 4, 512.0
+    mapping = {
+        "source": {"type": "replay"},
+        "interval": 300,
+        "history_length": 12,
+        "algorithms": {
+            "underload": {"name": "threshold", "params": {"threshold": 0.35}},
+            "overload": {"name": "mad_threshold", "params": {"threshold": 1.5, "limit": 5}},
+            "vm_selection": {"name": "minimum_migration_time_max_cpu", "params": {"last_n": 2}},
+        },
+    }
+    config = config_from_mapping(mapping)
+    daemon = Daemon(config, ReplaySource(percent, host_cpu_mhz=host_mhz, cpus=cpus, vm_ram_mb=ram))
+    by_daemon = []
+    for _ in range(80):
+        assert daemon.run_cycle()
+        shot = daemon.snapshot
+        overload = shot.detectors["overload"]
+        by_daemon.append(
+            (shot.decision, shot.selected, shot.utilization, overload.input, overload.threshold)
+        )
+
+    core_mhz = host_mhz / cpus
+    workload = Workload(
+        vms_mhz={name: values / 100 * core_mhz for name, values in percent.items()},
+        time_step=300,
+        capacity_mhz=host_mhz,
+        vms_ram_mb=dict.fromkeys(percent, ram),
+        source="test",
+        overhead_mhz=np.zeros(80),
+    )
+    result = replay(workload, ReplayConfig.from_config(config, "same"))
+    by_replay = [
+        (
+            "overload" if step.overloaded else "underload" if step.underloaded else "none",
+            tuple(step.selected) if step.overloaded or step.underloaded else (),
+            step.utilization,
+            step.overload.input,
+            step.overload.threshold,
+        )
+        for step in result.steps
+    ]
+    assert {decision for decision, *_ in by_daemon} >= {"overload", "underload", "none"}
+    assert by_replay == by_daemon
 
 
 def test_configurations_are_the_product_of_specs():

@@ -63,9 +63,18 @@ class Reading:
 
 class Source(Protocol):
     name: str
+    keeps_history: bool
+    """True for a source whose VM histories are kept by someone else (Neat's data collector):
+    the daemon then takes them from :meth:`read_history` after each :meth:`collect` and never
+    writes a history of its own."""
 
     def collect(self) -> Reading:
         """Read the host now; raise SourceError when the source cannot be reached."""
+        ...
+
+    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+        """The VMs' MHz histories and the hypervisor overhead history as of the latest
+        :meth:`collect`, oldest first; empty for a source that keeps no history."""
         ...
 
     def close(self) -> None: ...

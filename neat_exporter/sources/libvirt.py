@@ -192,6 +192,7 @@ class LibvirtSource:
     """Running VMs and host CPU from libvirt at ``uri``; see the module docstring."""
 
     name = "libvirt"
+    keeps_history = False
 
     def __init__(
         self,
@@ -253,6 +254,9 @@ class LibvirtSource:
         log.warning("lost libvirt at %s: %s", self.uri, reason)
         self._last_error = reason
         self.close()
+
+    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+        return {}, []  # the daemon keeps the history of what this source reads
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -64,6 +64,7 @@ class ReplaySource:
     """Plays ``traces`` (``{vm: percent of a core per step}``) on a host of ``cpus`` cores."""
 
     name = "replay"
+    keeps_history = False
 
     def __init__(
         self,
@@ -105,6 +106,9 @@ class ReplaySource:
             host_busy_mhz=busy,
             vms=vms,
         )
+
+    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+        return {}, []  # the daemon keeps the history of what this source reads
 
     def close(self) -> None:
         pass
