@@ -13,8 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
 from neat_exporter.replay import ReplayConfig, replay
+from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 from neat_exporter.workloads import from_planetlab
 
 ROOT = Path(__file__).resolve().parent.parent

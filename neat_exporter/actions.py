@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from neat_exporter.config import GlobalManagerConfig
 from neat_exporter.errors import ConfigError
+from neat_exporter.vocabulary import Reason
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,6 @@ _REFUSALS = {
     412: "request older than 5 s on arrival: synchronise the clocks of this host and the "
     "global manager (NTP)",
 }
-
-
-class Reason(enum.IntEnum):
-    """Neat's ``reason`` field; the lower-case name is the metric label."""
-
-    UNDERLOAD = 0
-    OVERLOAD = 1
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 class Submission(enum.StrEnum):

@@ -32,9 +32,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
-from neat_exporter.actions import MigrationRequester, Reason, Submission
+from neat_exporter.actions import MigrationRequester, Submission
 from neat_exporter.config import BridgeConfig
 from neat_exporter.errors import ConfigError, InputError
+from neat_exporter.vocabulary import Reason
 
 log = logging.getLogger(__name__)
 

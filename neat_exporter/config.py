@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from neat_exporter.errors import ConfigError, ParameterError
-from neat_exporter.manager import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
-from neat_exporter.web import parse_listen_address
+from neat_exporter.parsing import parse_listen_address
+from neat_exporter.vocabulary import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
 
 SOURCE_TYPES = ("libvirt", "directory", "replay")
 GLOBAL_MANAGER_MODES = ("off", "dry_run", "on")

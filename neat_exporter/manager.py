@@ -9,39 +9,12 @@ The daemon calls it once per cycle with live data; ``replay`` calls it once per 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from neat_exporter.algorithms import Detection, build
 from neat_exporter.utilization import host_utilization, migration_time
-
-ALGORITHM_KINDS = ("underload", "overload", "vm_selection")
-"""The algorithms of the local manager, as the fields of :class:`AlgorithmSet` name them."""
-
-
-@dataclass(frozen=True, slots=True)
-class AlgorithmConfig:
-    """An algorithm by name with its parameters, as configured."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    def validate(self, kind: str, time_step: float) -> None:
-        """Build the algorithm once so a bad name or parameter fails at start, not mid-run. The
-        migration time is a stand-in: the real one is known only at the first step."""
-        build(kind, self.name, self.params, time_step=time_step, migration_time=1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class AlgorithmSet:
-    underload: AlgorithmConfig
-    overload: AlgorithmConfig
-    vm_selection: AlgorithmConfig
-
-    def validate(self, time_step: float) -> None:
-        """Build each algorithm once so bad names and parameters fail at start, not mid-run."""
-        for kind in ALGORITHM_KINDS:
-            getattr(self, kind).validate(kind, time_step)
+from neat_exporter.vocabulary import ALGORITHM_KINDS, AlgorithmSet, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +39,12 @@ class HostDecision:
         return self.overload.decision and not self.underload.decision
 
     @property
-    def reason(self) -> int | None:
-        """Neat's request reason: 0 underload, 1 overload, None for no request."""
+    def reason(self) -> Reason | None:
+        """Why the host asks for migrations; None for no request."""
         if self.underloaded:
-            return 0
+            return Reason.UNDERLOAD
         if self.overloaded:
-            return 1
+            return Reason.OVERLOAD
         return None
 
 

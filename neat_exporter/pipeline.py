@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from neat_exporter.history import History
-from neat_exporter.manager import AlgorithmSet, HostDecision, LocalManager
+from neat_exporter.manager import HostDecision, LocalManager
+from neat_exporter.vocabulary import AlgorithmSet
 
 
 class HostPipeline:

@@ -27,13 +27,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
 from neat_exporter.algorithms import Detection
 from neat_exporter.errors import ConfigError, NeatExporterError
 from neat_exporter.history import History
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
 from neat_exporter.pipeline import HostPipeline
+from neat_exporter.vocabulary import (
+    SPEC_FLAGS,
+    AlgorithmConfig,
+    AlgorithmSet,
+    AlgorithmSpec,
+)
 from neat_exporter.workloads import Workload
 
 if TYPE_CHECKING:
@@ -68,52 +72,6 @@ class ReplayConfig:
 
 
 # --- configurations from files and inline specs -------------------------------------------------
-
-SPEC_FLAGS = {
-    "underload": "--underload",
-    "overload": "--overload",
-    "vm_selection": "--vm-selection",
-}
-
-
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    """An algorithm given on the command line: ``NAME``, ``NAME key=value ...`` (values in YAML
-    syntax: ``otf=0.2 state_config=[1.0]``) or ``NAME:{JSON params}``."""
-
-    kind: str
-    text: str
-    name: str
-    params: Mapping[str, Any]
-
-
-def parse_spec(kind: str, text: str) -> AlgorithmSpec:
-    flag = SPEC_FLAGS[kind]
-    text = text.strip()
-    if not text:
-        raise ConfigError(flag, "empty; give an algorithm name, e.g. 'mhod otf=0.2'")
-    json_form = ":" in text.split()[0]
-    head, _, rest = text.partition(":" if json_form else " ")
-    name = head.strip()
-    params: Any
-    if json_form:
-        try:
-            params = json.loads(rest) if rest.strip() else {}
-        except json.JSONDecodeError as error:
-            raise ConfigError(flag, f"{text!r}: parameters are not JSON: {error}") from None
-        if not isinstance(params, dict):
-            raise ConfigError(flag, f"{text!r}: parameters must be a JSON object")
-    else:
-        params = {}
-        for item in rest.split():
-            key, equals, value = item.partition("=")
-            if not equals or not key:
-                raise ConfigError(flag, f"{text!r}: expected key=value, got {item!r}")
-            try:
-                params[key] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise ConfigError(flag, f"{text!r}: cannot read the value of {key}") from None
-    return AlgorithmSpec(kind=kind, text=" ".join(text.split()), name=name, params=params)
 
 
 def apply_specs(base: ReplayConfig, specs: Sequence[AlgorithmSpec], label: str) -> ReplayConfig:

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from neat_exporter.manager import AlgorithmSet, HostDecision
+from neat_exporter.manager import HostDecision
 from neat_exporter.sources.base import Reading
+from neat_exporter.vocabulary import AlgorithmSet
 
 MHZ = 1e6
 MIB = 1024 * 1024
@@ -121,4 +122,4 @@ def build_snapshot(
 def _decision_name(decision: HostDecision | None) -> str:
     if decision is None or decision.reason is None:
         return "none"
-    return "underload" if decision.reason == 0 else "overload"
+    return decision.reason.label

@@ -31,6 +31,7 @@ import bcrypt
 import yaml
 
 from neat_exporter.errors import ConfigError
+from neat_exporter.parsing import parse_duration, parse_listen_address
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ _SECURITY_HEADERS = {
     "Strict-Transport-Security": None,
 }
 _BCRYPT_HASH = re.compile(rb"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
 
 
 @dataclass(frozen=True)
@@ -343,17 +343,6 @@ def _rate_limit(section: object) -> tuple[float, int] | None:
     return interval, max(burst, 1)
 
 
-def parse_duration(value: object, key: str) -> float:
-    """Seconds in a Prometheus-style duration (``1m30s``, ``500ms``, or a bare number of s)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) and value else None
-    if not match:
-        raise ConfigError(key, f"expected a duration like 1s or 500ms, got {value!r}")
-    hours, minutes, seconds, millis = (int(part or 0) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000
-
-
 # --- WSGI middleware -------------------------------------------------------------------------
 
 
@@ -517,15 +506,6 @@ def _file_stamp(files: Iterable[Path]) -> tuple:
         except OSError:
             stamps.append(None)
     return tuple(stamps)
-
-
-def parse_listen_address(value: str, key: str = "listen") -> tuple[str, int]:
-    """``host:port``, ``:port`` (all interfaces) or ``[v6]:port``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 class _QuietHandler(WSGIRequestHandler):

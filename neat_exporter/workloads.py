@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import time as time_module
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 import requests
 
 from neat_exporter.errors import InputError
+from neat_exporter.parsing import parse_duration
 from neat_exporter.traces import is_trace_archive, read_planetlab
 
 PLANETLAB_TIME_STEP = 300.0
@@ -242,24 +242,6 @@ def from_csv(
 
 # --- Prometheus ---------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration (``300s``, ``5m``, ``1h30m``) or a plain number."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(number + unit for number, unit in parts) != text:
-            raise InputError(f"not a duration: {text!r} (e.g. 300s, 5m, 1h)") from None
-        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InputError(f"not a positive duration: {text!r}")
-    return seconds
-
 
 def parse_timestamp(text: str, now: float | None = None) -> float:
     """Unix seconds from Unix seconds, RFC 3339, ``now`` or ``now-<duration>``."""
@@ -268,7 +250,7 @@ def parse_timestamp(text: str, now: float | None = None) -> float:
     if text == "now":
         return now
     if text.startswith("now-"):
-        return now - parse_duration(text[4:])
+        return now - parse_duration(text[4:], "time", positive=True)
     return _parse_time(text, "time")
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
 from neat_exporter.replay import ReplayConfig, replay
 from neat_exporter.traces import list_days, read_planetlab
+from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 from neat_exporter.workloads import PLANETLAB_TIME_STEP, Workload
 
 HOST_MHZ = 12000.0

@@ -155,7 +155,8 @@ def test_host_memory_and_nova_metadata(measured):
 
 
 def test_a_busy_vm_on_a_small_host_is_selected_on_overload(measured):
-    from neat_exporter.manager import AlgorithmConfig, AlgorithmSet, LocalManager
+    from neat_exporter.manager import LocalManager
+    from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 
     reading = measured.readings[-1]
     algorithms = AlgorithmSet(

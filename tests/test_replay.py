@@ -17,10 +17,11 @@ from services import Prometheus, free_port, require_program
 from neat_exporter.cli import main
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
-from neat_exporter.manager import AlgorithmConfig, AlgorithmSet
-from neat_exporter.replay import ReplayConfig, combine, parse_spec, replay
+from neat_exporter.errors import ConfigError
+from neat_exporter.replay import ReplayConfig, combine, replay
 from neat_exporter.sources.replay import ReplaySource
 from neat_exporter.traces import read_planetlab
+from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet, parse_spec
 from neat_exporter.workloads import Workload, from_csv
 
 DAY = "20110303.tar.gz"
@@ -528,10 +529,17 @@ def test_prometheus_errors_are_reported(capsys, prometheus):
 
 
 def test_durations_and_times():
-    from neat_exporter.workloads import parse_duration, parse_timestamp
+    from neat_exporter.parsing import parse_duration
+    from neat_exporter.workloads import parse_timestamp
 
-    assert parse_duration("300s") == 300 and parse_duration("1h30m") == 5400
-    assert parse_duration("5m") == 300 and parse_duration("60") == 60
+    assert parse_duration("300s", "k") == 300 and parse_duration("1h30m", "k") == 5400
+    assert parse_duration("5m", "k") == 300 and parse_duration("60", "k") == 60
+    assert parse_duration("500ms", "k") == 0.5 and parse_duration("0s", "k") == 0
+    for bad in ("5 m", "m5", "-1s", "1e999", True, None, "", "1h1x"):
+        with pytest.raises(ConfigError, match=r"^k: expected a duration"):
+            parse_duration(bad, "k")
+    with pytest.raises(ConfigError, match="above 0"):
+        parse_duration("0s", "k", positive=True)
     assert parse_timestamp("now-1d", now=100000) == 100000 - 86400
     assert parse_timestamp("2011-03-03T00:00:00+00:00") == 1299110400
     assert math.isclose(parse_timestamp("1299110400.5"), 1299110400.5)

@@ -11,6 +11,7 @@ from neat_exporter import replay as replaying
 from neat_exporter import workloads
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
+from neat_exporter.parsing import parse_duration
 
 EXAMPLES = """\
 examples:
@@ -166,7 +167,7 @@ def load_workload(args: argparse.Namespace) -> workloads.Workload:
         args.prometheus,
         start=workloads.parse_timestamp(args.start),
         end=workloads.parse_timestamp(args.end),
-        step=workloads.parse_duration(args.step),
+        step=parse_duration(args.step, "--step", positive=True),
         host=args.host,
         instance=args.instance,
     )

@@ -437,7 +437,7 @@ def parse_policy(
 
 def _neat_policy(text: str, selection: str | None, migration_time: float, seed: int) -> Policy:
     from neat_exporter.algorithms import build
-    from neat_exporter.replay import parse_spec
+    from neat_exporter.vocabulary import parse_spec
 
     spec = parse_spec("overload", text)
     detector = build(
