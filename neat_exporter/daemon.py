@@ -63,7 +63,11 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         requester: MigrationRequester | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ):
+        """``clock`` stamps snapshots; ``monotonic`` and ``wait`` (until an event is set or a
+        timeout passes) pace the loop, so tests can run it on a clock of their own."""
         self.config = config
         self.source = source
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -72,6 +76,8 @@ class Daemon:
         self.registry.register(self.exposition)
         self.requester = requester
         self._clock = clock
+        self._monotonic = monotonic
+        self._wait = wait
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
         if config.history_dir:
@@ -104,14 +110,14 @@ class Daemon:
 
     def run_cycle(self) -> bool:
         """One decision cycle; False when it failed (the previous snapshot stays)."""
-        started = time.monotonic()
+        started = self._monotonic()
         try:
             return self._cycle()
         finally:
             # Counted once over, so that a count of one means the first snapshot is on /metrics
             # (or the first cycle failed), never that it is still being built.
             self.metrics.cycles.inc()
-            self.metrics.duration.observe(time.monotonic() - started)
+            self.metrics.duration.observe(self._monotonic() - started)
 
     def _cycle(self) -> bool:
         try:
@@ -226,17 +232,17 @@ class Daemon:
     def loop(self) -> None:
         """Run cycles every ``interval`` seconds until :meth:`stop`."""
         interval = self.config.interval
-        due = time.monotonic()
+        due = self._monotonic()
         while not self._stop.is_set():
             try:
                 self.run_cycle()
             except Exception:  # a bug in one cycle must not end the loop
                 log.exception("unexpected error in a cycle")
             due += interval
-            now = time.monotonic()
+            now = self._monotonic()
             if due < now:  # the cycle overran: skip to the next whole interval
                 due += (now - due) // interval * interval + interval
-            self._stop.wait(due - now)
+            self._wait(self._stop, due - now)
 
 
 def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> int:

@@ -8,7 +8,6 @@ checked with real VMs in test_libvirt_qemu.py.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import signal
 import threading
 import time
@@ -219,23 +218,22 @@ def test_libvirtd_killed_and_restarted_mid_run(tmp_path):
 def test_reconnect_backoff_grows_and_is_capped(tmp_path):
     daemon = Libvirtd(tmp_path / "libvirtd")
     daemon.kill(signal.SIGKILL)
-    source = LibvirtSource(daemon.uri(), reconnect_delay=0.1, max_reconnect_delay=0.4)
+    now = [0.0]
+    # Binary fractions of a second, so the source's clock and its delays add up exactly.
+    source = LibvirtSource(
+        daemon.uri(), reconnect_delay=0.125, max_reconnect_delay=0.5, monotonic=lambda: now[0]
+    )
     attempts = []
-    deadline = time.monotonic() + 2.0  # attempts due at 0, 0.1, 0.3, 0.7, 1.1 s, plus slack
-    while time.monotonic() < deadline:
+    for tick in range(128):  # the source's clock every 1/64 s for 2 s
+        now[0] = tick / 64
         try:
             source.collect()
         except SourceError as error:
             if "next attempt in" not in str(error):
-                attempts.append(time.monotonic())
-        time.sleep(0.01)
+                attempts.append(now[0])
     daemon.stop()
-    gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert len(gaps) >= 4, gaps
-    # The lower bounds show the growth; the upper ones the cap (0.8 would be next), with room
-    # for a busy machine's scheduling.
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4, 0.4], strict=False):
-        assert expected <= gap < expected + 0.3, gaps
+    # The delay doubles from 0.125 s and stops at its cap of 0.5 s.
+    assert attempts == [0.0, 0.125, 0.375, 0.875, 1.375, 1.875]
 
 
 @pytest.mark.services

@@ -203,8 +203,10 @@ class LibvirtSource:
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 60.0,
         metadata_budget: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self._libvirt = _import_libvirt()
+        self._monotonic = monotonic
         self.uri = uri
         self.host = host
         self._call = _BoundedCaller(timeout)
@@ -225,7 +227,7 @@ class LibvirtSource:
     def _connect(self) -> Any:
         if self._conn is not None:
             return self._conn
-        now = time.monotonic()
+        now = self._monotonic()
         if now < self._retry_at:
             raise SourceError(
                 f"libvirt at {self.uri} is unreachable ({self._last_error}); "
@@ -242,7 +244,7 @@ class LibvirtSource:
             self._conn, self._host_info = self._call(open_and_describe, "the connection")
         except (SourceError, libvirt.libvirtError) as error:
             self._last_error = str(error)
-            self._retry_at = time.monotonic() + self._next_delay
+            self._retry_at = self._monotonic() + self._next_delay
             self._next_delay = min(self._next_delay * 2, self._max_reconnect_delay)
             raise SourceError(f"cannot connect to libvirt at {self.uri}: {error}") from None
         self._next_delay = self._reconnect_delay
