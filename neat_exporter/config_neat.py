@@ -1,8 +1,9 @@
 """Reading an existing OpenStack Neat ``neat.conf`` as the exporter's configuration.
 
 Neat's file is INI with everything in ``[DEFAULT]`` and every value a string. The options the
-local manager uses are translated to the YAML keys (neat-reference.md §10); the others (database,
-Keystone, host power management, ...) concern the global manager and are ignored.
+local manager uses are translated to the YAML keys (Neat's ``neat/config.py`` lists them all);
+the others (database, Keystone, host power management, ...) concern the global manager and are
+ignored.
 ``local_data_directory`` makes Neat's data collector the source: the exporter reads its files
 (``vms/<uuid>``, ``host``) instead of measuring, and leaves them alone.
 """

@@ -1,9 +1,9 @@
 """Per-VM CPU histories and the hypervisor overhead, and their on-disk form.
 
-The on-disk form is Neat's ``local_data_directory`` (neat-reference.md §2): ``vms/<uuid>`` and
-``host``, one integer (MHz averaged over an interval) per line, oldest first, at most
-``history_length`` lines. Neat's tools can read what the exporter writes and the exporter can
-read what Neat's data collector writes.
+The on-disk form is Neat's ``local_data_directory`` (as its ``neat/locals/collector.py`` writes
+it): ``vms/<uuid>`` and ``host``, one integer (MHz averaged over an interval) per line, oldest
+first, at most ``history_length`` lines. Neat's tools can read what the exporter writes and the
+exporter can read what Neat's data collector writes.
 
 What a save promises: every file is replaced atomically (temporary file + ``os.replace``), so a
 process killed at any moment (SIGKILL, the OOM killer) leaves each file whole, either as the

@@ -1,4 +1,4 @@
-"""One decision of Neat's local manager (neat-reference.md §3), without any I/O.
+"""One decision of Neat's local manager (its ``neat/locals/manager.py``), without any I/O.
 
 Given the per-VM CPU histories, the hypervisor overhead history and the host's usable capacity,
 :meth:`LocalManager.step` runs the underload detector and the overload detector (both, every

@@ -13,7 +13,7 @@ including that decision.
         --sets 100 --seed 1 --json mhod.json --plot docs/replay-mhod-study.png
 
 Prints one row per algorithm and the MHOD-vs-LR/LRR comparison at matched OTF, with the
-study's published means beside ours (papers.md §2.7).
+study's published means beside ours (IEEE TPDS 2013, §10).
 """
 
 from __future__ import annotations

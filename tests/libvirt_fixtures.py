@@ -1,5 +1,5 @@
 """Domains for the libvirt tests and benchmark: test-driver node files with Nova metadata, and
-boot-sector disk images whose CPU use is known (see busy-vms.md)."""
+boot-sector disk images whose CPU use is known."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def write_node_xml(
     return path
 
 
-# Boot sectors (busy-vms.md): SeaBIOS loads 512 bytes at 0000:7C00 and jumps there.
+# Boot sectors: SeaBIOS loads 512 bytes at 0000:7C00 and jumps there.
 BUSY = bytes.fromhex("EBFE")  # jmp $
 IDLE = bytes.fromhex("FAF4EBFD")  # cli; hlt; jmp back to hlt
 

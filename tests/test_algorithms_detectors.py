@@ -1,5 +1,6 @@
 """Underload, trivial/statistical overload and OTF detectors: Neat's decisions on values worked
-out by hand from neat-reference.md §4–§5, and the explanation each decision carries."""
+out by hand from Neat's ``neat/locals/underload`` and ``neat/locals/overload`` code, and the
+explanation each decision carries."""
 
 import math
 

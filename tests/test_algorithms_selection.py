@@ -1,4 +1,5 @@
-"""VM selection and placement (neat-reference.md §6–§7), by hand and by property."""
+"""VM selection and placement (Neat's ``vm_selection/algorithms.py`` and
+``vm_placement/bin_packing.py``), by hand and by property."""
 
 import math
 

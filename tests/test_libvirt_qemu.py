@@ -1,4 +1,4 @@
-"""The libvirt source against real qemu VMs whose CPU use is known (busy-vms.md).
+"""The libvirt source against real qemu VMs whose CPU use is known (tests/libvirt_fixtures.py).
 
 Three TCG VMs boot a 512-byte boot sector each: one spins (one full core), one runs a 1:3 duty
 cycle (a quarter of a core) and one halts (about 0.5 % of a core). The host is shared and

@@ -1,4 +1,4 @@
-"""CloudSim's accounting of a run (papers.md §4): energy, SLATAH, PDM, SLAV, ESV, migrations.
+"""CloudSim's accounting of a run: energy, SLATAH, PDM, SLAV, ESV, migrations.
 
 The simulator reports the state of every host and VM after each update; this module turns
 consecutive states into the sums ``Helper.printResults`` computes from CloudSim's state

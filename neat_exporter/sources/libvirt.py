@@ -1,4 +1,4 @@
-"""VM and host CPU use read from libvirt, as Neat's data collector does (neat-reference.md §2).
+"""VM and host CPU use read from libvirt, as Neat's data collector (neat/locals/collector.py) does.
 
 Each collection makes one bulk ``getAllDomainStats`` call (state, cpu and balloon groups, running
 domains only) and one node CPU stats call on a read-only connection, then turns cumulative
