@@ -12,6 +12,7 @@ from neat_exporter import workloads
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
 from neat_exporter.parsing import parse_duration
+from neat_exporter.vocabulary import SPEC_FLAGS, parse_spec
 
 EXAMPLES = """\
 examples:
@@ -105,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="FILE",
         help="an exporter configuration (YAML or neat.conf); default: built-in defaults",
     )
-    for kind, flag in replaying.SPEC_FLAGS.items():
+    for kind, flag in SPEC_FLAGS.items():
         configs.add_argument(
             flag,
             action="append",
@@ -193,8 +194,8 @@ def load_configurations(args: argparse.Namespace) -> list[replaying.ReplayConfig
         defaults = config_from_mapping({}, origin="<defaults>", overrides=quiet)
         bases = [replaying.ReplayConfig.from_config(defaults, "defaults")]
     specs = {
-        kind: [replaying.parse_spec(kind, text) for text in getattr(args, f"spec_{kind}")]
-        for kind in replaying.SPEC_FLAGS
+        kind: [parse_spec(kind, text) for text in getattr(args, f"spec_{kind}")]
+        for kind in SPEC_FLAGS
     }
     return replaying.combine(bases, specs)
 
