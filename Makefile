@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench system-packages clean
+.PHONY: demo test lint format bench system-packages clean image
 
 # The runtime install: no compiler or libvirt-dev needed.
 $(BIN)/.runtime: pyproject.toml
@@ -43,3 +43,8 @@ bench: $(BIN)/.test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The container image, built into the local podman storage; the last line is its reference.
+# IMAGE, BASE, EXTRAS and RUNTIME_PACKAGES are passed through (see scripts/build-image.sh).
+image:
+	@./scripts/build-image.sh
