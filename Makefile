@@ -21,8 +21,9 @@ $(BIN)/.test: pyproject.toml $(BIN)/.runtime
 system-packages:
 	./scripts/install-system-packages.sh
 
+# make demo LISTEN=127.0.0.1:9850 serves on another address; DEMO_ARGS passes any other flags.
 demo: $(BIN)/.runtime
-	$(BIN)/neat-exporter demo $(DEMO_ARGS)
+	$(BIN)/neat-exporter demo $(if $(LISTEN),--listen $(LISTEN)) $(DEMO_ARGS)
 
 test: system-packages
 	$(MAKE) $(BIN)/.test

@@ -86,3 +86,16 @@ def test_version_has_one_source():
     assert "0.0.0" not in __version__
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert re.search(rf"^## \[{re.escape(__version__)}\]", changelog, re.M)
+
+
+def test_make_demo_takes_another_address():
+    def command(*variables: str) -> str:
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-n", "demo", *variables],
+            cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return result.stdout.strip().splitlines()[-1]
+
+    assert command().endswith("neat-exporter demo")
+    moved = command("LISTEN=127.0.0.1:9850", "DEMO_ARGS=--seed 3")
+    assert moved.endswith("neat-exporter demo --listen 127.0.0.1:9850 --seed 3")
