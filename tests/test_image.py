@@ -100,6 +100,7 @@ def test_demo_serves_metrics_and_stops_on_sigterm(image, container_name):
     started = time.monotonic()
     podman("stop", "--time", "30", container_name, timeout=60)
     stopped_in = time.monotonic() - started
+    print(f"podman stop returned after {stopped_in:.2f}s")
     state = yaml.safe_load(podman("inspect", container_name).stdout)[0]["State"]
     # Exit 0 is the exporter's own SIGTERM handler; a kill after podman's timeout would be 137.
     assert state["ExitCode"] == 0, podman("logs", container_name).stderr
