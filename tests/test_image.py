@@ -75,13 +75,13 @@ def test_image_labels_user_and_contents(image):
     probe = podman(
         "run", "--rm", "--entrypoint", "python3", image, "-c",
         "import libvirt, os, shutil; print(libvirt.getVersion() > 0, os.getuid(),"
-        " shutil.which('gcc'), os.path.exists('/run/host-ca.crt')"
+        " shutil.which('gcc'), bool(shutil.which('ipmitool')), os.path.exists('/run/host-ca.crt')"
         " and os.path.getsize('/run/host-ca.crt'))",
     )  # fmt: skip
-    # libvirt-python works, as nobody, with no compiler and no build-time CA left behind (the
-    # build mounts it, which leaves an empty mount point at most).
-    assert probe.stdout.split()[:3] == ["True", "65534", "None"]
-    assert probe.stdout.split()[3] in ("False", "0")
+    # libvirt-python works, as nobody, with ipmitool for the global manager, no compiler and no
+    # build-time CA left behind (the build mounts it, which leaves an empty mount point at most).
+    assert probe.stdout.split()[:4] == ["True", "65534", "None", "True"]
+    assert probe.stdout.split()[4] in ("False", "0")
 
 
 def test_demo_serves_metrics_and_stops_on_sigterm(image, container_name):
