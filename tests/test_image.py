@@ -86,10 +86,10 @@ def test_image_labels_user_and_contents(image):
 
 def test_demo_serves_metrics_and_stops_on_sigterm(image, container_name):
     port = free_port()
-    podman(
+    container = podman(
         "run", "--detach", "--name", container_name, *AS_THE_CHART_RUNS_IT,
         image, "demo", "--listen", f"127.0.0.1:{port}",
-    )  # fmt: skip
+    ).stdout.strip()  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     samples = wait_until(
         lambda: (s := scrape(url)) and any(k[0] == "neat_host_overloaded" for k in s) and s,
@@ -98,12 +98,12 @@ def test_demo_serves_metrics_and_stops_on_sigterm(image, container_name):
     )
     assert any(key[0] == "neat_vm_cpu_usage_hertz" for key in samples)
     started = time.monotonic()
-    podman("stop", "--time", "30", container_name, timeout=60)
+    podman("stop", "--time", "30", container, timeout=60)
     stopped_in = time.monotonic() - started
     print(f"podman stop returned after {stopped_in:.2f}s")
-    state = yaml.safe_load(podman("inspect", container_name).stdout)[0]["State"]
+    state = yaml.safe_load(podman("inspect", container).stdout)[0]["State"]
     # Exit 0 is the exporter's own SIGTERM handler; a kill after podman's timeout would be 137.
-    assert state["ExitCode"] == 0, podman("logs", container_name).stderr
+    assert state["ExitCode"] == 0, podman("logs", container).stderr
     assert stopped_in < SHUTDOWN_SECONDS, f"podman stop took {stopped_in:.1f}s"
 
 

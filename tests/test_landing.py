@@ -113,38 +113,72 @@ class _Dom(HTMLParser):
         self.text.append(data)
 
 
+# Loads the page in a frame WIDTH pixels wide (headless Chromium's window is at least 500) and
+# writes, into its own DOM, how wide the page's content is against the frame: wider means a
+# reader must scroll sideways.
+LAYOUT_PROBE = """<!doctype html><html><body style='margin:0'>
+<iframe id='page' src='/' style='border:0;width:WIDTHpx;height:100vh'></iframe>
+<script>
+document.getElementById('page').onload = function () {
+  var root = this.contentDocument.documentElement;
+  document.body.dataset.scrollWidth = root.scrollWidth;
+  document.body.dataset.clientWidth = root.clientWidth;
+};
+</script></body></html>"""
+
+
+def _with_layout_probe(app):
+    def probed(environ, start_response):
+        if environ.get("PATH_INFO") != "/layout-probe":
+            return app(environ, start_response)
+        width = int(environ["QUERY_STRING"].removeprefix("width="))
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [LAYOUT_PROBE.replace("WIDTH", str(width)).encode()]
+
+    return probed
+
+
 def test_page_in_headless_chromium_at_phone_and_desktop_widths(otf_daemon, tmp_path):
     chromium = require_program("chromium")
-    server = serve_wsgi(make_app(otf_daemon.registry, otf_daemon), "127.0.0.1:0")
-    try:
-        url = f"http://127.0.0.1:{server.address[1]}/"
-        for width_name, (width, height) in WIDTHS.items():
-            screenshot = tmp_path / f"landing-{width_name}.png"
-            common = [
+    app = make_app(otf_daemon.registry, otf_daemon, clock=lambda: 1.8e9 + 4)
+    server = serve_wsgi(_with_layout_probe(app), "127.0.0.1:0")
+
+    def browse(width: int, height: int, *action: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
                 chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                 f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},{height}",
-            ]  # fmt: skip
-            dom = subprocess.run(
-                [*common, "--dump-dom", url], capture_output=True, text=True, timeout=60
-            )
-            shot = subprocess.run(
-                [*common, f"--screenshot={screenshot}", url],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                *action,
+            ],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    try:
+        url = f"http://127.0.0.1:{server.address[1]}/"
+        parsed = _Dom()
+        parsed.feed(browse(*WIDTHS["desktop"], "--dump-dom", url).stdout)
+        text = " ".join(" ".join(parsed.text).split())
+        assert parsed.ids["decision"]["data-decision"] == "none"
+        assert "background:#2e7d32" in parsed.ids["decision"]["style"]
+        assert "Overload: otf — did not fire" in text
+        assert "current utilization 0.4 ≥ 0.9" in text
+        assert "cycle 4 s ago · this page refreshes itself every 30 s" in text
+        assert parsed.ids["refresh"]["content"] == "30"
+        assert "history" in parsed.ids  # the chart
+        assert parsed.classes.count("cycle") == len(STEPS)
+        assert "vm-&lt;b&gt;" not in text and "vm-<b>" in text  # escaped once, shown as is
+
+        for width_name, (width, height) in WIDTHS.items():
+            screenshot = tmp_path / f"landing-{width_name}.png"
+            shot = browse(width, height, f"--screenshot={screenshot}", url)
             assert shot.returncode == 0 and _png_size(screenshot) == (width, height), shot.stderr
             print(f"landing page screenshot ({width_name}): {screenshot}")
-            parsed = _Dom()
-            parsed.feed(dom.stdout)
-            text = " ".join(" ".join(parsed.text).split())
-            assert parsed.ids["decision"]["data-decision"] == "none"
-            assert "background:#2e7d32" in parsed.ids["decision"]["style"]
-            assert "Overload: otf — did not fire" in text
-            assert "current utilization 0.4 ≥ 0.9" in text
-            assert "this page refreshes itself every 30 s" in text
-            assert parsed.ids["refresh"]["content"] == "30"
-            assert "history" in parsed.ids  # the chart
-            assert parsed.classes.count("cycle") == len(STEPS)
-            assert "vm-&lt;b&gt;" not in text and "vm-<b>" in text  # escaped once, shown as is
+            probe = browse(width, height, "--dump-dom", f"{url}layout-probe?width={width}")
+            widths = re.search(r'data-scroll-width="(\d+)" data-client-width="(\d+)"', probe.stdout)
+            assert widths, probe.stdout[-2000:]
+            scroll_width, client_width = map(int, widths.groups())
+            assert client_width == width
+            assert scroll_width <= client_width, f"{width_name}: content is {scroll_width}px wide"
     finally:
         server.shutdown()
 
