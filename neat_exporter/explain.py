@@ -81,16 +81,16 @@ def _at_least(value: float | None, threshold: float | None) -> bool | None:
     return None if value is None or threshold is None else value >= threshold
 
 
-def _history(length: int, view: DetectorView) -> Condition:
-    return Condition(f"the history holds at least {length} values", view.ready)
-
-
 def _at_most(value: float | None, threshold: float | None) -> bool | None:
     return None if value is None or threshold is None else value <= threshold
 
 
 def _above(value: float | None, threshold: float | None) -> bool | None:
     return None if value is None or threshold is None else value > threshold
+
+
+def _history(length: int, view: DetectorView) -> Condition:
+    return Condition(f"the history holds at least {length} values", view.ready)
 
 
 def _simple_threshold(kind: str, averaged: bool):
