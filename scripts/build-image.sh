@@ -60,5 +60,12 @@ if [ -r "$ca" ]; then
   build_args+=(--volume "$ca:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
 fi
 
+previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build --quiet --network host --file Containerfile --tag "$IMAGE" "${build_args[@]}" . >/dev/null
+# The image this build replaced, untagged now, and its own layers go; the layers the new image
+# shares with it stay, and so does an image a container still uses (rmi refuses).
+current=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "$IMAGE"
