@@ -8,7 +8,8 @@
 # Without BASE, the Debian base root filesystem is made here from Debian packages with
 # mmdebstrap (no registry needed), from the apt sources this machine uses, and cached under
 # ${NEAT_EXPORTER_CACHE:-~/.cache/neat-exporter}, keyed by a hash of the recipe and the sources:
-# the first build takes a few minutes, later ones reuse it. Delete the cache to refresh it.
+# the first build takes a few minutes, later ones reuse it. To refresh it, delete the cache and
+# the localhost/neat-exporter-base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
