@@ -203,7 +203,8 @@ def history_chart(cycles: list[PastCycle], rules: dict[str, Rule]) -> str:
         return left + i * step if len(cycles) > 1 else (left + right) / 2
 
     def y(value: float) -> float:
-        return bottom - (bottom - top) * value / high
+        # An adaptive threshold can fall below 0 (1 − k × a wide spread): drawn at the axis.
+        return bottom - (bottom - top) * min(max(value, 0.0), high) / high
 
     svg = [
         f"<svg id='history' viewBox='0 0 {CHART_WIDTH} {CHART_HEIGHT}' role='img' "
