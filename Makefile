@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench system-packages clean
+.PHONY: demo test lint format bench system-packages clean image
 
 # The runtime install: no compiler or libvirt-dev needed.
 $(BIN)/.runtime: pyproject.toml
@@ -21,8 +21,9 @@ $(BIN)/.test: pyproject.toml $(BIN)/.runtime
 system-packages:
 	./scripts/install-system-packages.sh
 
+# make demo LISTEN=127.0.0.1:9850 serves on another address; DEMO_ARGS passes any other flags.
 demo: $(BIN)/.runtime
-	$(BIN)/neat-exporter demo $(DEMO_ARGS)
+	$(BIN)/neat-exporter demo $(if $(LISTEN),--listen $(LISTEN)) $(DEMO_ARGS)
 
 test: system-packages
 	$(MAKE) $(BIN)/.test
@@ -43,3 +44,8 @@ bench: $(BIN)/.test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The container image, built into the local podman storage; the last line is its reference.
+# IMAGE, BASE, EXTRAS and RUNTIME_PACKAGES are passed through (see scripts/build-image.sh).
+image:
+	@./scripts/build-image.sh

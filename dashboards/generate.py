@@ -221,7 +221,10 @@ def host_dashboard() -> model.Dashboard:
         "Neat / Host",
         HOST_UID,
         "One compute host: what Neat's local manager measured, what it decided and why, "
-        "which VMs it chose to move, and whether the exporter itself is healthy.",
+        "which VMs it chose to move, and whether the exporter itself is healthy. As in Neat, "
+        "every CPU cycle the host spends outside VMs counts as hypervisor overhead in the "
+        "utilization, so other work on the host (backups, builds, agents) can trigger an "
+        "overload; host_cpu_usable_by_vms (Capacity tile) keeps a share of the CPU for it.",
     )
     dash = variables(dash, multi_host=False).link(dashboard_link(FLEET_UID, "Neat / Fleet"))
     dash = (
@@ -326,7 +329,8 @@ def host_dashboard() -> model.Dashboard:
             timeseries.Panel()
             .title("CPU by VM")
             .description(
-                "CPU use of each VM and of the hypervisor, stacked, against the usable capacity"
+                "CPU use of each VM and of the hypervisor, stacked, against the usable capacity. "
+                "Hypervisor is all non-VM CPU use of the host, whatever runs it."
             )
             .with_target(
                 query(

@@ -1,8 +1,5 @@
 """neat_exporter: OpenStack Neat's local manager as a Prometheus exporter."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("neat-exporter")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written: the package metadata (pyproject.toml), the image's
+# labels and the Helm chart's appVersion (checked by a test) all follow it.
+__version__ = "0.1.0"

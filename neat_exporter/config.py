@@ -95,8 +95,22 @@ def _string(key: str, value: Any) -> str:
     return value
 
 
+# What YAML 1.1 (PyYAML) reads as a boolean when unquoted: `mode: on` arrives as True.
+_YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
 def _choice(*choices: str):
     def check(key: str, value: Any) -> str:
+        if isinstance(value, bool):
+            meant = next((c for c in choices if c in _YAML_BOOLEAN_WORDS[value]), None)
+            if meant is not None:
+                name = key.rpartition(".")[2]
+                raise ConfigError(
+                    key,
+                    f"must be one of {', '.join(choices)}, got the boolean {str(value).lower()}: "
+                    "YAML reads unquoted on/off/yes/no as booleans, so quote it: "
+                    f'{name}: "{meant}"',
+                )
         if value not in choices:
             raise ConfigError(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value

@@ -148,6 +148,7 @@ class Daemon:
             capacity_mhz=capacity_mhz,
             decision=decision,
             algorithms=self.config.algorithms,
+            previous=self.snapshot,
         )
         # Shown only once the previous cycle's history is on disk, so that a crash loses no
         # history older than the latest cycle shown.

@@ -18,6 +18,8 @@ MHZ = 1e6
 MIB = 1024 * 1024
 
 DECISIONS = ("underload", "overload", "none")
+RECENT_CYCLES = 60
+"""Cycles a snapshot remembers (newest last), for the landing page's history chart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,18 @@ class DetectorView:
     input: float | None
     threshold: float | None
     ready: bool
+    fired: bool = False
+    """The detector's own decision (an overload is not acted on when underload also fired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PastCycle:
+    """What one cycle decided, kept for the history chart."""
+
+    time: float
+    utilization: float | None
+    decision: str
+    detectors: Mapping[str, DetectorView]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,8 @@ class Snapshot:
     selected: tuple[str, ...]
     vms: tuple[VmView, ...]
     algorithms: AlgorithmSet
+    recent: tuple[PastCycle, ...] = ()
+    """The latest RECENT_CYCLES cycles since the process started, this one last."""
 
     @property
     def underloaded(self) -> bool:
@@ -77,7 +93,9 @@ def build_snapshot(
     capacity_mhz: float,
     decision: HostDecision | None,
     algorithms: AlgorithmSet,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
+    """The snapshot of one cycle; ``previous`` (the last cycle's) carries the recent cycles."""
     overhead = reading.hypervisor_overhead_mhz
     if decision is not None:
         utilization = decision.utilization[-1]
@@ -90,7 +108,13 @@ def build_snapshot(
     detectors = {}
     if decision is not None:
         for name, detection in (("underload", decision.underload), ("overload", decision.overload)):
-            detectors[name] = DetectorView(detection.input, detection.threshold, detection.ready)
+            detectors[name] = DetectorView(
+                detection.input, detection.threshold, detection.ready, detection.decision
+            )
+    detectors = MappingProxyType(detectors)
+    decision_name = _decision_name(decision)
+    this_cycle = PastCycle(now, utilization, decision_name, detectors)
+    earlier = () if previous is None else previous.recent[-(RECENT_CYCLES - 1) :]
     return Snapshot(
         time=now,
         host=host,
@@ -101,8 +125,8 @@ def build_snapshot(
         utilization=utilization,
         hypervisor_hz=None if overhead is None else overhead * MHZ,
         history_samples=0 if decision is None else len(decision.utilization),
-        decision=_decision_name(decision),
-        detectors=MappingProxyType(detectors),
+        decision=decision_name,
+        detectors=detectors,
         migration_time=None if decision is None else decision.migration_time,
         selected=tuple(selected),
         vms=tuple(
@@ -116,6 +140,7 @@ def build_snapshot(
             for uuid, vm in sorted(reading.vms.items())
         ),
         algorithms=algorithms,
+        recent=(*earlier, this_cycle),
     )
 
 

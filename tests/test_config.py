@@ -104,6 +104,8 @@ def test_yaml_file_and_flags_win(tmp_path):
         ("source: {libvirt: {url: x}}\n", "source.libvirt.url", "unknown key"),
         ("source: 3\n", "source", "mapping"),
         ("global_manager: {mode: yes}\n", "global_manager.mode", "off, dry_run, on"),
+        ("global_manager: {mode: on}\n", "global_manager.mode", 'quote it: mode: "on"'),
+        ("global_manager: {mode: off}\n", "global_manager.mode", 'quote it: mode: "off"'),
         ("global_manager: {url: controller}\n", "global_manager.url", "http"),
         ("algorithms: {overload: {name: nope}}\n", "algorithms.overload.name", "nope"),
         (
