@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neat_exporter.algorithms import build
-from neat_exporter.manager import AlgorithmSet
 from neat_exporter.snapshot import DetectorView
+from neat_exporter.vocabulary import AlgorithmSet
 
 DETECTOR_KINDS = ("underload", "overload")
 
