@@ -35,6 +35,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from neat_exporter.actions import MigrationRequester, Reason, Submission
 from neat_exporter.config import BridgeConfig
 from neat_exporter.errors import ConfigError, InputError
+from neat_exporter.identifiers import (
+    MAX_LABEL_LENGTH,
+    check_host_name,
+    check_label,
+    check_vm_uuid,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,11 @@ def _parse_alert(alert: Any, where: str) -> Alert:
     labels = _field(alert, "labels", dict, where)
     for name, value in labels.items():
         if not isinstance(value, str):
-            raise InputError(f"{where}.labels.{name:.60}: must be a string")
+            raise InputError(f"{where}.labels.{shown(name)}: must be a string")
+        try:
+            check_label(name, value)
+        except InputError as error:
+            raise InputError(f"{where}.labels: {error}") from None
     fingerprint = _optional_field(alert, "fingerprint", where)
     starts_at = _optional_field(alert, "startsAt", where)
     if not fingerprint:  # Alertmanager always sends one; derive a stable one otherwise
@@ -104,6 +115,8 @@ def _optional_field(obj: dict, name: str, where: str) -> str:
     value = obj.get(name, "")
     if not isinstance(value, str):
         raise InputError(f"{where}.{name}: must be a string, got {_json_type(value)}")
+    if len(value) > MAX_LABEL_LENGTH:  # kept in the de-duplication memory
+        raise InputError(f"{where}.{name}: longer than {MAX_LABEL_LENGTH} characters")
     return value
 
 
@@ -218,6 +231,13 @@ class Bridge:
             "without vm_uuid): nothing to ask the global manager.",
             registry=registry,
         )
+        self.rejected = Counter(
+            "neat_bridge_alerts_rejected",
+            "Firing alerts whose label is not a valid value, by label: vm_uuid (not a UUID, "
+            "e.g. a list with commas) or host (control characters, too long).",
+            ["label"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             "neat_bridge_alerts_deduplicated",
             "Firing alerts already acted on (Alertmanager re-sends).",
@@ -231,6 +251,8 @@ class Bridge:
         queue_length.set_function(lambda: requester.queue_length)
         for status in ("firing", "resolved"):
             self.alerts.labels(status)
+        for label in (HOST_LABEL, VM_LABEL):
+            self.rejected.labels(label)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -273,7 +295,8 @@ class Bridge:
 
     def _act(self, alerts: list[Alert]) -> tuple[int, dict, list[tuple[str, str]]]:
         groups: dict[tuple[str, Reason], tuple[set[str], list[str]]] = {}
-        summary = {"requests": [], "ignored": 0, "duplicates": 0}
+        summary = {"requests": [], "ignored": 0, "duplicates": 0, "rejected": 0}
+        first_rejection = None
         with self._lock:  # the dedup check and the submit must not interleave between webhooks
             for alert in alerts:
                 self.alerts.labels(alert.status).inc()
@@ -284,6 +307,12 @@ class Bridge:
                     self.ignored.inc()
                     summary["ignored"] += 1
                     continue
+                rejected_label, error = _invalid_label(target[0], target[2])
+                if rejected_label is not None:
+                    self.rejected.labels(rejected_label).inc()
+                    summary["rejected"] += 1
+                    first_rejection = first_rejection or f"{rejected_label}: {error}"
+                    continue
                 if alert.dedup_key in self._remembered:
                     self.duplicates.inc()
                     summary["duplicates"] += 1
@@ -293,13 +322,13 @@ class Bridge:
                 if vm_uuid:
                     vms.add(vm_uuid)
                 keys.append(alert.dedup_key)
-            busy = False
+            dropped = 0
             for (host, reason), (vm_set, keys) in groups.items():
                 vms = sorted(vm_set)
                 result = self.requester.submit(host, reason, vms)
                 if result in (Submission.QUEUED, Submission.DRY_RUN):
                     self._remembered.add(keys)
-                busy |= result is Submission.QUEUE_FULL
+                dropped += result is Submission.QUEUE_FULL
                 summary["requests"].append(
                     {
                         "host": host,
@@ -308,7 +337,18 @@ class Bridge:
                         "result": result,
                     }
                 )
-        if busy:
+        # One line per webhook, whatever the number of alerts in it.
+        if first_rejection:
+            log.warning(
+                "webhook: %d alert(s) rejected (first: %s)", summary["rejected"], first_rejection
+            )
+        if dropped:
+            log.warning(
+                "webhook: %d of %d request(s) not queued: the global manager queue is full "
+                "(answered 503, Alertmanager retries)",
+                dropped,
+                len(groups),
+            )
             return 503, {"error": "the global manager queue is full, retry later", **summary}, []
         return 200, summary, []
 
@@ -321,6 +361,20 @@ def _target(labels: dict[str, str]) -> tuple[str, Reason, str | None] | None:
     if not host or reason is None or (reason is Reason.OVERLOAD and not vm_uuid):
         return None
     return host, reason, vm_uuid
+
+
+def _invalid_label(host: str, vm_uuid: str | None) -> tuple[str | None, str]:
+    """(the label, why) when the target's host or VM is not a valid value, (None, "") if valid."""
+    try:
+        check_host_name(host)
+    except InputError as error:
+        return HOST_LABEL, str(error)
+    try:
+        if vm_uuid is not None:
+            check_vm_uuid(vm_uuid)
+    except InputError as error:
+        return VM_LABEL, str(error)
+    return None, ""
 
 
 def _respond(

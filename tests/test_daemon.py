@@ -26,6 +26,7 @@ from neat_exporter.web import serve_wsgi
 
 EXPORTER = [sys.executable, "-m", "neat_exporter"]
 TEST_DRIVER_VM = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+VM_A, VM_B = "a0000000-0000-4000-8000-00000000000a", "b0000000-0000-4000-8000-00000000000b"
 
 # Threshold detectors decide from the latest values at once, which keeps these tests short.
 QUICK = {
@@ -161,7 +162,7 @@ def test_a_selection_failure_is_counted_by_stage():
 
 def test_decisions_reach_the_migration_requester_in_dry_run():
     config = config_from_mapping({**QUICK, "global_manager": {"mode": "dry_run"}})
-    daemon = Daemon(config, replay({"vm-a": [10, 90], "vm-b": [10, 100]}))
+    daemon = Daemon(config, replay({VM_A: [10, 90], VM_B: [10, 100]}))
     daemon.requester = make_requester(config, daemon.registry)
     daemon.run_cycle()
     dry_run = {"reason": "underload", "result": "dry_run"}
@@ -373,3 +374,15 @@ def test_demo_shows_underload_overload_and_selection_within_a_minute(tmp_path):
         assert f"http://127.0.0.1:{port}/" in Path(process.log_path).read_text()
     finally:
         process.stop()
+
+
+def test_a_vm_name_that_is_not_a_uuid_never_reaches_the_global_manager():
+    """The direct path: a source naming a VM "a,b" (Neat's vm_uuids is comma-separated)."""
+    config = config_from_mapping({**QUICK, "global_manager": {"mode": "dry_run"}})
+    daemon = Daemon(config, replay({f"{VM_A},{VM_B}": [100], VM_B: [100]}))
+    daemon.requester = make_requester(config, daemon.registry)
+    assert daemon.run_cycle()
+    assert daemon.snapshot.decision == "overload"
+    rejected = {"reason": "overload", "result": "rejected"}
+    assert value(daemon, "neat_migration_requests_total", **rejected) == 1
+    assert value(daemon, "neat_migration_requests_total", reason="overload", result="dry_run") == 0
