@@ -15,6 +15,7 @@ otherwise abandoned; the history is persisted and the process exits 0 within 5 s
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from neat_exporter.config import Config
-from neat_exporter.errors import InputError
+from neat_exporter.errors import ConfigError, InputError
 from neat_exporter.exposition import Exposition
+from neat_exporter.files import check_private
 from neat_exporter.history import History
 from neat_exporter.manager import LocalManager
 from neat_exporter.metrics import LoopMetrics, snapshot_families
@@ -80,11 +82,12 @@ class Daemon:
         self.manager = LocalManager(
             config.algorithms, config.time_step, config.network_migration_bandwidth
         )
+        self.history = History(config.history_length)
+        # Loaded by the first cycle, which knows the host's capacity: values beyond it are
+        # dropped. Until then nothing is persisted, so the files on disk are not lost.
+        self._history_loaded = not config.history_dir
         if config.history_dir:
-            self.history = History.load(config.history_dir, config.history_length)
-            self.metrics.history_dropped_lines.inc(self.history.dropped_lines)
-        else:
-            self.history = History(config.history_length)
+            _check_history_dir(config.history_dir)
         self._history_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -121,9 +124,14 @@ class Daemon:
             return self._fail("collect", error)
         self.metrics.source_up.set(1)
         self.metrics.vms_skipped.inc(reading.skipped_vms)
+        self.metrics.vms_rejected.inc(reading.rejected_vms)
         with self._history_lock:
+            if not self._history_loaded:
+                self._load_history(reading.cpu_mhz_total)
             if self._source_keeps_history:
-                self.history.replace(*self.source.read_history())
+                files = self.source.read_history()
+                self.history.replace(files.vms, files.host)
+                self.metrics.history_dropped_lines.inc(files.dropped_lines)
             else:
                 self.history.record(reading)
             vms_mhz = self.history.vm_arrays()
@@ -148,7 +156,10 @@ class Daemon:
         # history older than the latest cycle shown.
         self.wait_for_persist()
         # Encoded for /metrics before it is shown: scrapes see the old or the new, whole.
-        self.exposition.publish(snapshot_families(snapshot))
+        try:
+            self.exposition.publish(snapshot_families(snapshot))
+        except InputError as error:  # a label that cannot be shown: the last snapshot stays
+            return self._fail("publish", error)
         self.snapshot = snapshot
         self.metrics.decisions.labels(snapshot.decision).inc()
         self.last_error = None
@@ -161,6 +172,13 @@ class Daemon:
                 ok = self._fail("act", error)
         self.persist()
         return ok
+
+    def _load_history(self, capacity_mhz: float) -> None:
+        self.history = History.load(
+            self.config.history_dir, self.config.history_length, ceiling_mhz=capacity_mhz
+        )
+        self.metrics.history_dropped_lines.inc(self.history.dropped_lines)
+        self._history_loaded = True
 
     def _log_decision(self, snapshot: Snapshot) -> None:
         """At info level when the decision changes, at debug level every cycle."""
@@ -188,6 +206,8 @@ class Daemon:
         the file system's renames; writes never overlap, so each file on disk is of the latest
         write or the one before. A failure is logged and counted, not fatal."""
         if not self.config.history_dir or self._source_keeps_history:
+            return
+        if not self._history_loaded:  # no cycle yet: the files on disk are all there is
             return
         with self._writer_lock:
             self.wait_for_persist()
@@ -238,6 +258,20 @@ class Daemon:
             if due < now:  # the cycle overran: skip to the next whole interval
                 due += (now - due) // interval * interval + interval
             self._stop.wait(due - now)
+
+
+def _check_history_dir(path: str) -> None:
+    """ConfigError at start when others can write ``history_dir`` (each save checks again)."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return  # created, private, by the first save
+    except OSError as error:
+        raise ConfigError("history_dir", f"{path}: {error.strerror or error}") from None
+    try:
+        check_private(status, path)
+    except InputError as error:
+        raise ConfigError("history_dir", str(error)) from None
 
 
 def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> int:

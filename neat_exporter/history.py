@@ -12,79 +12,157 @@ leaves some VMs' files of the previous save; each is still a valid history, at m
 behind. Nothing is fsynced: a power loss may cost more (older files, or empty ones on some file
 systems), which the exporter reads as shorter histories. An fsync per file would make a save at
 a thousand VMs take seconds for a cache that refills in ``history_length`` intervals.
+
+What a read trusts: nothing. Only files named by a VM UUID are read (a name "a,b" would name two
+VMs to the global manager), never through a symbolic link, and only lines that are plain decimal
+numbers from 0 to the host's capacity (no VM can use more) are kept; the others are dropped and
+counted. A save writes values within those bounds, so what it writes reads back, and refuses a
+folder that others can write (neat_exporter.files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from neat_exporter.files import write_atomically
+from neat_exporter.files import (
+    TEMPORARY_PREFIX,
+    private_directory,
+    read_regular_file,
+    replace_file_at,
+    subdirectory,
+)
+from neat_exporter.identifiers import is_vm_uuid
 from neat_exporter.sources.base import Reading
 
 log = logging.getLogger(__name__)
 
 VMS_DIR = "vms"
 HOST_FILE = "host"
+MAX_FILE_BYTES = 1 << 20
+"""Of a longer history file only the newest lines within this size are read (Neat's files hold
+``data_collector_data_length`` short integers: a few KiB)."""
+
+# What Neat writes: plain decimal numbers in ASCII. float() would also take "1_000", "inf",
+# "nan" and the digits of other scripts.
+_NUMBER = re.compile(rb"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_DIGITS = b"0123456789"
+_LARGEST_WRITTEN = float(2**53)  # integers a float holds exactly: no capacity comes near
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedFile:
     values: list[float]
     dropped: int
-    """Lines that were not numbers and were left out."""
+    """Lines that were not numbers a host can have, left out."""
 
 
-def read_values(path: Path) -> LoadedFile:
-    """One history file; unreadable lines are dropped (and counted), not fatal."""
-    values: list[float] = []
-    dropped = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
+def parse_values(data: bytes, ceiling_mhz: float = math.inf) -> LoadedFile:
+    """A history file's lines: plain decimal numbers from 0 to ``ceiling_mhz`` (the host's
+    capacity: no VM and no hypervisor can use more). Other lines are dropped and counted, not
+    fatal; blank lines are skipped."""
+    if not data.translate(None, _DIGITS + b"\n"):  # the usual case: integers, one per line
+        values = list(map(float, data.split()))
+        if not values or max(values) <= ceiling_mhz:
+            return LoadedFile(values, 0)
+    values, dropped = [], 0
+    for line in data.split(b"\n"):
+        line = line.strip()
+        if not line:
             continue
-        try:
-            value = float(line)
-        except ValueError:
+        if _NUMBER.fullmatch(line) and (value := float(line)) <= ceiling_mhz:
+            values.append(value)
+        else:
             dropped += 1
-            continue
-        if value != value or value < 0 or value == float("inf"):
-            dropped += 1
-            continue
-        values.append(value)
     return LoadedFile(values, dropped)
 
 
-def _read_or_skip(path: Path) -> LoadedFile | None:
-    """An unreadable file is skipped (the next persist rewrites it), not fatal."""
+@dataclass
+class NeatFiles:
+    """What a folder in Neat's format holds."""
+
+    vms: dict[str, list[float]] = field(default_factory=dict)
+    host: list[float] = field(default_factory=list)
+    dropped_lines: int = 0
+    """Lines dropped: not numbers, or beyond the host's capacity."""
+    rejected_names: int = 0
+    """Files under ``vms`` whose name is not a VM UUID, left out."""
+
+
+def read_neat_files(root: str | os.PathLike, ceiling_mhz: float, *, own: bool = False) -> NeatFiles:
+    """``vms/<uuid>`` and ``host`` under ``root``, never through a symbolic link.
+
+    ``own`` is for the exporter's own ``history_dir``: leftover temporary files of a killed
+    write are removed and a file that cannot be read is skipped with a warning (the next save
+    rewrites it). Otherwise (Neat's data collector owns the folder) nothing is written and an
+    error reading a file raises OSError. A missing ``vms`` folder raises FileNotFoundError."""
+    files = NeatFiles()
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return read_values(path)
+        with subdirectory(folder, VMS_DIR, create=False) as vms:
+            for entry in sorted(os.scandir(vms), key=lambda entry: entry.name):
+                if entry.name.startswith(TEMPORARY_PREFIX):
+                    if own:
+                        _remove_temporary(vms, entry)
+                elif not is_vm_uuid(entry.name):  # "x,y" would name two VMs; not UTF-8, none
+                    files.rejected_names += 1
+                elif not entry.is_dir(follow_symlinks=False):
+                    loaded = _read(vms, entry.name, ceiling_mhz, own)
+                    if loaded is not None:
+                        files.dropped_lines += loaded.dropped
+                        files.vms[entry.name] = loaded.values
+        for entry in os.scandir(folder):
+            if own and entry.name.startswith(f"{TEMPORARY_PREFIX}{HOST_FILE}."):
+                _remove_temporary(folder, entry)
+        try:
+            loaded = _read(folder, HOST_FILE, ceiling_mhz, own)
+        except FileNotFoundError:
+            loaded = None
+        if loaded is not None:
+            files.dropped_lines += loaded.dropped
+            files.host = loaded.values
+    finally:
+        os.close(folder)
+    return files
+
+
+def _read(folder: int, name: str, ceiling_mhz: float, own: bool) -> LoadedFile | None:
+    try:
+        return parse_values(read_regular_file(folder, name, MAX_FILE_BYTES), ceiling_mhz)
+    except FileNotFoundError:
+        raise
     except OSError as error:
-        log.warning("%s: not loaded: %s", path, error.strerror or error)
+        if not own:
+            raise
+        log.warning("%s/%s: not loaded: %s", VMS_DIR, name, error.strerror or error)
         return None
 
 
-def write_values(path: Path, values: Iterable[float]) -> None:
-    """Neat's format: integers (truncated), one per line, trailing newline; replaced atomically."""
-    _write_integers(path, [int(value) for value in values])
-
-
-def _write_integers(path: Path, integers: list[int]) -> None:
-    data = ("%d\n" * len(integers) % tuple(integers)).encode()  # 3 times faster than a join
-    write_atomically(path, lambda file: file.write(data))
-
-
-def _remove_temporary(path: Path) -> None:
-    """A temporary file of :func:`write_values` left behind by a crash (or a SIGKILL)."""
-    if path.is_file():
+def _remove_temporary(folder: int, entry: os.DirEntry) -> None:
+    """A temporary file of a write left behind by a crash (or a SIGKILL)."""
+    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
         with contextlib.suppress(OSError):  # a read-only directory keeps it; no harm
-            path.unlink()
+            os.unlink(entry.name, dir_fd=folder)
+
+
+def _integers(values: np.ndarray, ceiling_mhz: float) -> np.ndarray:
+    """``values`` as Neat writes them (integers, truncated as int() does), kept within what
+    :func:`parse_values` reads back: from 0 to ``ceiling_mhz``, finite."""
+    finite = np.nan_to_num(values, nan=0.0, posinf=ceiling_mhz, neginf=0.0)
+    return np.clip(finite, 0.0, ceiling_mhz).astype(np.int64)
+
+
+def _write_integers(folder: int, name: str, integers: list[int]) -> None:
+    data = ("%d\n" * len(integers) % tuple(integers)).encode()  # 3 times faster than a join
+    replace_file_at(folder, name, lambda file: file.write(data))
 
 
 class History:
@@ -106,10 +184,13 @@ class History:
         self.host: deque[float] = deque(maxlen=length)
         self.dropped_lines = 0
         """Corrupt lines skipped when the history was loaded."""
+        self.capacity_mhz = _LARGEST_WRITTEN
+        """The host's capacity in the latest reading: what a save writes at most."""
 
     def record(self, reading: Reading) -> None:
         """Add one collection: a sample per VM that has one, the hypervisor overhead, and forget
         VMs that are no longer on the host. A VM seen for the first time has no sample yet."""
+        self.capacity_mhz = min(reading.cpu_mhz_total, _LARGEST_WRITTEN)
         if any(uuid not in reading.vms for uuid in self._rows):
             self._keep([uuid for uuid in self._rows if uuid in reading.vms])
         sampled = [(uuid, vm.cpu_mhz) for uuid, vm in reading.vms.items() if vm.cpu_mhz is not None]
@@ -186,48 +267,47 @@ class History:
         twin._samples = self._samples.copy()
         twin._counts = self._counts.copy()
         twin.host = deque(self.host, maxlen=self.length)
+        twin.capacity_mhz = self.capacity_mhz
         return twin
 
     # --- disk ---------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write every history in Neat's format and delete the files of VMs that are gone."""
-        root = Path(directory)
-        vms_dir = root / VMS_DIR
-        vms_dir.mkdir(parents=True, exist_ok=True)
-        integers = self._samples.astype(np.int64).tolist()  # truncated, as int() does
+        """Write every history in Neat's format and delete the files of VMs that are gone.
+
+        Values are written as :meth:`load` reads them back: integers from 0 to the capacity (a
+        measurement beyond it, clock jitter, is written as the capacity). InputError when others
+        can write ``directory``; OSError when ``vms`` in it is a symbolic link."""
+        ceiling = self.capacity_mhz
+        integers = _integers(self._samples, ceiling).tolist()
         length, counts = self.length, self._counts.tolist()
-        for uuid, row in self._rows.items():
-            _write_integers(vms_dir / uuid, integers[row][length - counts[row] :])
-        for path in vms_dir.iterdir():
-            if path.is_file() and not path.name.startswith(".") and path.name not in self._rows:
-                path.unlink(missing_ok=True)
-        write_values(root / HOST_FILE, self.host)
+        with private_directory(directory) as root, subdirectory(root, VMS_DIR, create=True) as vms:
+            for uuid, row in self._rows.items():
+                _write_integers(vms, uuid, integers[row][length - counts[row] :])
+            for entry in os.scandir(vms):
+                name = entry.name
+                gone = not name.startswith(TEMPORARY_PREFIX) and name not in self._rows
+                if gone and not entry.is_dir(follow_symlinks=False):
+                    os.unlink(name, dir_fd=vms)
+            host = _integers(np.fromiter(self.host, float, len(self.host)), ceiling).tolist()
+            _write_integers(root, HOST_FILE, host)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, length: int) -> History:
-        """A history from Neat's format; a missing directory gives an empty history."""
+    def load(
+        cls, directory: str | os.PathLike, length: int, ceiling_mhz: float = math.inf
+    ) -> History:
+        """A history from Neat's format, values beyond ``ceiling_mhz`` (the host's capacity)
+        dropped and counted; a missing directory gives an empty history."""
         history = cls(length)
-        root = Path(directory)
-        vms_dir = root / VMS_DIR
-        vms: dict[str, list[float]] = {}
         try:
-            if vms_dir.is_dir():
-                for path in sorted(vms_dir.iterdir()):
-                    if path.name.startswith("."):
-                        _remove_temporary(path)
-                    elif path.is_file() and (loaded := _read_or_skip(path)) is not None:
-                        history.dropped_lines += loaded.dropped
-                        vms[path.name] = loaded.values
-            host_path = root / HOST_FILE
-            for path in root.glob(f".{HOST_FILE}.*"):
-                _remove_temporary(path)
-            if host_path.is_file() and (loaded := _read_or_skip(host_path)) is not None:
-                history.dropped_lines += loaded.dropped
-                history.host.extend(loaded.values)
+            files = read_neat_files(directory, ceiling_mhz, own=True)
+        except FileNotFoundError:
+            files = NeatFiles()
         except OSError as error:  # the folder itself cannot be listed: start afresh
             log.warning("%s: history not loaded: %s", directory, error.strerror or error)
-        history.replace(vms, history.host)
-        if history.dropped_lines:
-            log.warning("%s: dropped %d corrupt history line(s)", directory, history.dropped_lines)
+            files = NeatFiles()
+        history.replace(files.vms, files.host)
+        history.dropped_lines = files.dropped_lines
+        if files.dropped_lines:
+            log.warning("%s: dropped %d corrupt history line(s)", directory, files.dropped_lines)
         return history

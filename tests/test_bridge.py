@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import json
 import os
@@ -551,15 +552,18 @@ def test_a_payload_naming_many_hosts_logs_a_line_not_one_per_host(gm, caplog):
         payload = webhook(*[underload(f"host-{i}", fingerprint=f"f{i}") for i in range(10_000)])
         response = running.post(payload, timeout=60)
         assert response.status_code == 503
+        results = collections.Counter(r["result"] for r in response.json()["requests"])
+        assert results["queue_full"] > 9_000
         full = running.metric(
             "neat_bridge_migration_requests_total", reason="underload", result="queue_full"
         )
         failed = running.metric(
             "neat_bridge_migration_requests_total", reason="underload", result="failed"
         )
-        assert full >= 10_000 - 6 and failed == 0
+        assert full == results["queue_full"] and failed == 0
     finally:
         gm.delay = 0
         running.stop()
+    # One line for the webhook, one when the queue was found full (again if it had room since).
     warnings = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
-    assert len(warnings) <= 3, [r.getMessage() for r in warnings[:5]]
+    assert len(warnings) <= 2 + results["queued"], [r.getMessage() for r in warnings[:5]]

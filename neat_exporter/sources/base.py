@@ -42,6 +42,9 @@ class Reading:
     """Running VMs only, by UUID."""
     skipped_vms: int = 0
     """VMs that errored or vanished during this collection and were left out."""
+    rejected_vms: int = 0
+    """VMs left out because their identifier is not a UUID (file names in Neat's data
+    directory)."""
 
     @property
     def cpu_mhz_total(self) -> float:
