@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from neat_exporter.config_files import parse_yaml, read_config_file
 from neat_exporter.errors import ConfigError, ParameterError
 from neat_exporter.manager import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
 from neat_exporter.web import parse_listen_address
@@ -285,7 +284,7 @@ def load_config(
         origin = "<flags>"
     else:
         origin = str(path)
-        text = _read_text("config", path)
+        text = read_config_file(path, "config")
         if looks_like_neat_conf(text):
             from neat_exporter.config_neat import parse_neat_conf
 
@@ -317,17 +316,13 @@ def looks_like_neat_conf(text: str) -> bool:
 
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError("config", f"{origin}: not valid YAML{line}: {problem}") from None
+    raw = parse_yaml(text, origin, "config")
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise ConfigError("config", f"{origin}: must be a mapping of keys, got {raw!r:.60}")
+    if not isinstance(raw, dict):  # its type only: the file may be a secret given by mistake
+        raise ConfigError(
+            "config", f"{origin}: must be a mapping of keys, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -411,15 +406,6 @@ def _algorithms(raw: Any, time_step: float) -> AlgorithmSet:
     return AlgorithmSet(**chosen)
 
 
-def _read_text(key: str, path: str | os.PathLike) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(key, f"{path}: not a text file (UTF-8)") from None
-
-
 def _secret(
     file_key: str, path: str | None, env_var: str, environ: Mapping[str, str]
 ) -> str | None:
@@ -428,7 +414,7 @@ def _secret(
         return environ[env_var].strip()
     if path is None:
         return None
-    value = _read_text(file_key, path).strip()
+    value = read_config_file(path, file_key).strip()
     if not value:
         raise ConfigError(file_key, f"{path} is empty")
     return value
