@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from neat_exporter.config_files import parse_yaml, read_config_file
-from neat_exporter.errors import ConfigError, ParameterError
+from neat_exporter.errors import ConfigError, InputError, ParameterError
+from neat_exporter.identifiers import check_host_name
 from neat_exporter.manager import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
 from neat_exporter.web import parse_listen_address
 
@@ -94,6 +95,13 @@ def _string(key: str, value: Any) -> str:
     return value
 
 
+def _host_name(key: str, value: Any) -> str:
+    try:
+        return check_host_name(_string(key, value))
+    except InputError as error:
+        raise ConfigError(key, str(error)) from None
+
+
 def _choice(*choices: str):
     def check(key: str, value: Any) -> str:
         if value not in choices:
@@ -132,7 +140,7 @@ class _Key:
 # Every configuration key, with its default and its check. Sections are nested dicts; the
 # ``algorithms`` section is checked by building the algorithms.
 SCHEMA: dict[str, Any] = {
-    "host": _Key(None, _optional(_string)),
+    "host": _Key(None, _optional(_host_name)),
     "listen": _Key(":9840", _listen),
     "web_config_file": _Key(None, _optional(_string)),
     "log_level": _Key("info", _choice(*LOG_LEVELS)),

@@ -90,11 +90,21 @@ def parse_yaml(text: str, origin: str, key: str) -> Any:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_DEPTH` as it composes."""
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_DEPTH` as it scans (flow
+    collections) and as it composes (any)."""
 
     def __init__(self, text: str):
         super().__init__(text)
         self._depth = 0
+
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        # The scanner reads ahead up to a thousand unclosed "[" before the composer sees the
+        # first: stop there at once rather than seconds later.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark()
+            )
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         self._depth += 1

@@ -120,6 +120,7 @@ def test_yaml_file_and_flags_win(tmp_path):
         ("algorithms: {placement: {}}\n", "algorithms.placement", "unknown key"),
         ("interval: [1\n", "config", "not valid YAML"),
         ("- 1\n- 2\n", "config", "mapping"),
+        ('host: "compute1\\r\\nforged"\n', "host", "host name with '\\r'"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, text, key, reason):
@@ -223,14 +224,13 @@ def test_check_config_prints_everything_with_secrets_redacted(tmp_path, capsys, 
     assert "admin-user" not in out
 
 
+def check_config(path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "neat_exporter", "check-config", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 def test_check_config_error_exits_2_with_key_and_no_traceback(tmp_path):
-    path = write(tmp_path, "source:\n  replay: {vms: 0}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "neat_exporter", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = check_config(write(tmp_path, "source:\n  replay: {vms: 0}\n"))
     assert result.returncode == 2
     assert "source.replay.vms: must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
@@ -278,12 +278,7 @@ def test_only_regular_files_are_read(tmp_path):
     (tmp_path / "password").symlink_to("/dev/zero")
     write(tmp_path, "global_manager: {password_file: %s}\n" % (tmp_path / "password"))
     for path in (tmp_path / "zero.yml", tmp_path / "config.yml"):
-        result = subprocess.run(
-            [sys.executable, "-m", "neat_exporter", "check-config", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        result = check_config(path)
         assert result.returncode == 2
         assert "not a regular file" in result.stderr and "Traceback" not in result.stderr
     link = tmp_path / "linked.yml"
