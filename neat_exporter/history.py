@@ -142,7 +142,7 @@ def _read(folder: int, name: str, ceiling_mhz: float, own: bool) -> LoadedFile |
     except OSError as error:
         if not own:
             raise
-        log.warning("%s/%s: not loaded: %s", VMS_DIR, name, error.strerror or error)
+        log.warning("%s: not loaded: %s", name, error.strerror or error)
         return None
 
 
