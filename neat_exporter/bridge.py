@@ -5,7 +5,9 @@ that carry a ``neat_reason`` label (``underload`` or ``overload``) and a ``host`
 grouped by host and reason, and each group becomes one global manager request: an ``overload``
 alert must also carry the ``vm_uuid`` of a VM to move (the shipped rule NeatVMSelectedForMigration
 does), an ``underload`` alert moves every VM of the host. Resolved alerts and alerts without
-those labels send nothing.
+those labels send nothing. An alert whose ``host`` or ``vm_uuid`` is not a valid value
+(:mod:`neat_exporter.identifiers`: "a,b" is not one VM) is left out and counted; labels that are
+not text or longer than 1024 characters make the payload malformed (400).
 
 Alertmanager re-sends a group's alerts on every ``group_interval`` change and ``repeat_interval``;
 an alert (its fingerprint and start time) leads to at most one request within ``dedup_ttl``.
