@@ -310,4 +310,8 @@ class History:
         history.dropped_lines = files.dropped_lines
         if files.dropped_lines:
             log.warning("%s: dropped %d corrupt history line(s)", directory, files.dropped_lines)
+        if files.rejected_names:  # the next save deletes them
+            log.warning(
+                "%s: left out %d file(s) not named by a VM UUID", directory, files.rejected_names
+            )
         return history
