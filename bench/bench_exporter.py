@@ -70,6 +70,7 @@ from services import Libvirtd  # noqa: E402
 from neat_exporter.config import config_from_mapping  # noqa: E402
 from neat_exporter.daemon import Daemon  # noqa: E402
 from neat_exporter.metrics import snapshot_families  # noqa: E402
+from neat_exporter.neat_files import NeatFiles  # noqa: E402
 from neat_exporter.server import make_app  # noqa: E402
 from neat_exporter.sources.base import Reading  # noqa: E402
 from neat_exporter.sources.libvirt import LibvirtSource  # noqa: E402
@@ -129,8 +130,8 @@ class RepeatedReading:
     def collect(self) -> Reading:
         return self.reading
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
-        return {}, []
+    def read_history(self) -> NeatFiles:
+        return NeatFiles()
 
     def close(self) -> None:
         pass

@@ -27,7 +27,8 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from neat_exporter.config import GlobalManagerConfig
-from neat_exporter.errors import ConfigError
+from neat_exporter.errors import ConfigError, InputError
+from neat_exporter.identifiers import check_host_name, check_vm_uuid
 from neat_exporter.vocabulary import Reason
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Submission(enum.StrEnum):
     DRY_RUN = "dry_run"  # logged, not sent
     SUPPRESSED = "suppressed"  # the host is in its cooldown
     QUEUE_FULL = "queue_full"  # dropped: the worker is behind
+    REJECTED = "rejected"  # not sent: the host name or a VM UUID is not a valid value
     OFF = "off"  # mode off: nothing done
 
 
@@ -180,11 +182,15 @@ class MigrationRequester:
     ``submit`` returns at once. Within ``cooldown`` seconds after a request for a host, further
     requests for that host are suppressed, so a host that stays overloaded cycle after cycle does
     not become a request storm. Outcomes are counted in ``<prefix>s_total{reason,result}`` (result
-    ``sent``, ``failed``, ``dry_run``, ``suppressed``) and round trips in
-    ``<prefix>_duration_seconds``.
+    ``sent``, ``failed``, ``dry_run``, ``suppressed``, ``queue_full``, ``rejected``) and round
+    trips in ``<prefix>_duration_seconds``.
+
+    Every host name and VM UUID is checked before anything is done with it (``vm_uuids`` is
+    comma-separated on the wire, so "a,b" would name two VMs): a request naming an invalid one is
+    rejected whole, counted and logged with the value escaped.
     """
 
-    RESULTS = ("sent", "failed", "dry_run", "suppressed")
+    RESULTS = ("sent", "failed", "dry_run", "suppressed", "queue_full", "rejected")
 
     def __init__(
         self,
@@ -201,6 +207,7 @@ class MigrationRequester:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._pending = 0
+        self._full = False  # the queue was found full and nothing was queued since
         self._idle = threading.Condition(self._lock)
         self.requests = Counter(
             f"{metric_prefix}s",
@@ -240,6 +247,14 @@ class MigrationRequester:
             return Submission.OFF
         if reason is Reason.OVERLOAD and not vm_uuids:
             raise ValueError("an overload request needs the selected vm_uuids")
+        try:
+            check_host_name(host)
+            for vm_uuid in vm_uuids:
+                check_vm_uuid(vm_uuid)
+        except InputError as error:
+            self.requests.labels(reason.label, "rejected").inc()
+            log.warning("%s request not sent: %s", reason.label, error)
+            return Submission.REJECTED
         with self._lock:
             now = self._clock()
             last = self._last_request.get(host)
@@ -260,14 +275,18 @@ class MigrationRequester:
             try:
                 self._queue.put_nowait((host, reason, tuple(vm_uuids)))
             except queue.Full:
-                self.requests.labels(reason.label, "failed").inc()
-                log.warning(
-                    "%s request for %s dropped: %d requests already wait for the global manager",
-                    reason.label,
-                    host,
-                    self._queue.maxsize,
-                )
+                self.requests.labels(reason.label, "queue_full").inc()
+                if not self._full:  # once until a request is queued again, not once per drop
+                    self._full = True
+                    log.warning(
+                        "%s request for %s dropped: %d requests already wait for the global "
+                        "manager (further drops are only counted until the queue has room)",
+                        reason.label,
+                        host,
+                        self._queue.maxsize,
+                    )
                 return Submission.QUEUE_FULL
+            self._full = False
             self._last_request[host] = now
             self._pending += 1
         return Submission.QUEUED

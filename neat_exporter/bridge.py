@@ -5,7 +5,9 @@ that carry a ``neat_reason`` label (``underload`` or ``overload``) and a ``host`
 grouped by host and reason, and each group becomes one global manager request: an ``overload``
 alert must also carry the ``vm_uuid`` of a VM to move (the shipped rule NeatVMSelectedForMigration
 does), an ``underload`` alert moves every VM of the host. Resolved alerts and alerts without
-those labels send nothing.
+those labels send nothing. An alert whose ``host`` or ``vm_uuid`` is not a valid value
+(:mod:`neat_exporter.identifiers`: "a,b" is not one VM) is left out and counted; labels that are
+not text or longer than 1024 characters make the payload malformed (400).
 
 Alertmanager re-sends a group's alerts on every ``group_interval`` change and ``repeat_interval``;
 an alert (its fingerprint and start time) leads to at most one request within ``dedup_ttl``.
@@ -35,6 +37,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from neat_exporter.actions import MigrationRequester, Submission
 from neat_exporter.config import BridgeConfig
 from neat_exporter.errors import ConfigError, InputError
+from neat_exporter.identifiers import (
+    MAX_LABEL_LENGTH,
+    check_host_name,
+    check_label,
+    check_vm_uuid,
+    shown,
+)
 from neat_exporter.vocabulary import Reason
 
 log = logging.getLogger(__name__)
@@ -82,7 +91,11 @@ def _parse_alert(alert: Any, where: str) -> Alert:
     labels = _field(alert, "labels", dict, where)
     for name, value in labels.items():
         if not isinstance(value, str):
-            raise InputError(f"{where}.labels.{name:.60}: must be a string")
+            raise InputError(f"{where}.labels.{shown(name)}: must be a string")
+        try:
+            check_label(name, value)
+        except InputError as error:
+            raise InputError(f"{where}.labels: {error}") from None
     fingerprint = _optional_field(alert, "fingerprint", where)
     starts_at = _optional_field(alert, "startsAt", where)
     if not fingerprint:  # Alertmanager always sends one; derive a stable one otherwise
@@ -105,6 +118,8 @@ def _optional_field(obj: dict, name: str, where: str) -> str:
     value = obj.get(name, "")
     if not isinstance(value, str):
         raise InputError(f"{where}.{name}: must be a string, got {_json_type(value)}")
+    if len(value) > MAX_LABEL_LENGTH:  # kept in the de-duplication memory
+        raise InputError(f"{where}.{name}: longer than {MAX_LABEL_LENGTH} characters")
     return value
 
 
@@ -219,6 +234,13 @@ class Bridge:
             "without vm_uuid): nothing to ask the global manager.",
             registry=registry,
         )
+        self.rejected = Counter(
+            "neat_bridge_alerts_rejected",
+            "Firing alerts whose label is not a valid value, by label: vm_uuid (not a UUID, "
+            "e.g. a list with commas) or host (control characters, too long).",
+            ["label"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             "neat_bridge_alerts_deduplicated",
             "Firing alerts already acted on (Alertmanager re-sends).",
@@ -232,6 +254,8 @@ class Bridge:
         queue_length.set_function(lambda: requester.queue_length)
         for status in ("firing", "resolved"):
             self.alerts.labels(status)
+        for label in (HOST_LABEL, VM_LABEL):
+            self.rejected.labels(label)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -274,7 +298,8 @@ class Bridge:
 
     def _act(self, alerts: list[Alert]) -> tuple[int, dict, list[tuple[str, str]]]:
         groups: dict[tuple[str, Reason], tuple[set[str], list[str]]] = {}
-        summary = {"requests": [], "ignored": 0, "duplicates": 0}
+        summary = {"requests": [], "ignored": 0, "duplicates": 0, "rejected": 0}
+        first_rejection = None
         with self._lock:  # the dedup check and the submit must not interleave between webhooks
             for alert in alerts:
                 self.alerts.labels(alert.status).inc()
@@ -285,6 +310,12 @@ class Bridge:
                     self.ignored.inc()
                     summary["ignored"] += 1
                     continue
+                rejected_label, error = _invalid_label(target[0], target[2])
+                if rejected_label is not None:
+                    self.rejected.labels(rejected_label).inc()
+                    summary["rejected"] += 1
+                    first_rejection = first_rejection or f"{rejected_label}: {error}"
+                    continue
                 if alert.dedup_key in self._remembered:
                     self.duplicates.inc()
                     summary["duplicates"] += 1
@@ -294,13 +325,13 @@ class Bridge:
                 if vm_uuid:
                     vms.add(vm_uuid)
                 keys.append(alert.dedup_key)
-            busy = False
+            dropped = 0
             for (host, reason), (vm_set, keys) in groups.items():
                 vms = sorted(vm_set)
                 result = self.requester.submit(host, reason, vms)
                 if result in (Submission.QUEUED, Submission.DRY_RUN):
                     self._remembered.add(keys)
-                busy |= result is Submission.QUEUE_FULL
+                dropped += result is Submission.QUEUE_FULL
                 summary["requests"].append(
                     {
                         "host": host,
@@ -309,7 +340,18 @@ class Bridge:
                         "result": result,
                     }
                 )
-        if busy:
+        # One line per webhook, whatever the number of alerts in it.
+        if first_rejection:
+            log.warning(
+                "webhook: %d alert(s) rejected (first: %s)", summary["rejected"], first_rejection
+            )
+        if dropped:
+            log.warning(
+                "webhook: %d of %d request(s) not queued: the global manager queue is full "
+                "(answered 503, Alertmanager retries)",
+                dropped,
+                len(groups),
+            )
             return 503, {"error": "the global manager queue is full, retry later", **summary}, []
         return 200, summary, []
 
@@ -322,6 +364,20 @@ def _target(labels: dict[str, str]) -> tuple[str, Reason, str | None] | None:
     if not host or reason is None or (reason is Reason.OVERLOAD and not vm_uuid):
         return None
     return host, reason, vm_uuid
+
+
+def _invalid_label(host: str, vm_uuid: str | None) -> tuple[str | None, str]:
+    """(the label, why) when the target's host or VM is not a valid value, (None, "") if valid."""
+    try:
+        check_host_name(host)
+    except InputError as error:
+        return HOST_LABEL, str(error)
+    try:
+        if vm_uuid is not None:
+            check_vm_uuid(vm_uuid)
+    except InputError as error:
+        return VM_LABEL, str(error)
+    return None, ""
 
 
 def _respond(

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from neat_exporter.errors import ConfigError, ParameterError
+from neat_exporter.config_files import parse_yaml, read_config_file
+from neat_exporter.errors import ConfigError, InputError, ParameterError
+from neat_exporter.identifiers import check_host_name
 from neat_exporter.parsing import parse_listen_address
 from neat_exporter.vocabulary import ALGORITHM_KINDS, AlgorithmConfig, AlgorithmSet
 
@@ -99,6 +99,13 @@ def _string(key: str, value: Any) -> str:
 _YAML_BOOLEAN_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
 
 
+def _host_name(key: str, value: Any) -> str:
+    try:
+        return check_host_name(_string(key, value))
+    except InputError as error:
+        raise ConfigError(key, str(error)) from None
+
+
 def _choice(*choices: str):
     def check(key: str, value: Any) -> str:
         if isinstance(value, bool):
@@ -147,7 +154,7 @@ class _Key:
 # Every configuration key, with its default and its check. Sections are nested dicts; the
 # ``algorithms`` section is checked by building the algorithms.
 SCHEMA: dict[str, Any] = {
-    "host": _Key(None, _optional(_string)),
+    "host": _Key(None, _optional(_host_name)),
     "listen": _Key(":9840", _listen),
     "web_config_file": _Key(None, _optional(_string)),
     "log_level": _Key("info", _choice(*LOG_LEVELS)),
@@ -299,7 +306,7 @@ def load_config(
         origin = "<flags>"
     else:
         origin = str(path)
-        text = _read_text("config", path)
+        text = read_config_file(path, "config")
         if looks_like_neat_conf(text):
             from neat_exporter.config_neat import parse_neat_conf
 
@@ -331,17 +338,13 @@ def looks_like_neat_conf(text: str) -> bool:
 
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError("config", f"{origin}: not valid YAML{line}: {problem}") from None
+    raw = parse_yaml(text, origin, "config")
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise ConfigError("config", f"{origin}: must be a mapping of keys, got {raw!r:.60}")
+    if not isinstance(raw, dict):  # its type only: the file may be a secret given by mistake
+        raise ConfigError(
+            "config", f"{origin}: must be a mapping of keys, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -425,15 +428,6 @@ def _algorithms(raw: Any, time_step: float) -> AlgorithmSet:
     return AlgorithmSet(**chosen)
 
 
-def _read_text(key: str, path: str | os.PathLike) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(key, f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(key, f"{path}: not a text file (UTF-8)") from None
-
-
 def _secret(
     file_key: str, path: str | None, env_var: str, environ: Mapping[str, str]
 ) -> str | None:
@@ -442,7 +436,7 @@ def _secret(
         return environ[env_var].strip()
     if path is None:
         return None
-    value = _read_text(file_key, path).strip()
+    value = read_config_file(path, file_key).strip()
     if not value:
         raise ConfigError(file_key, f"{path} is empty")
     return value

@@ -49,7 +49,17 @@ def parse_neat_conf(text: str, origin: str) -> tuple[dict[str, Any], dict[str, s
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=origin)
-    except configparser.Error as error:
+    except configparser.MissingSectionHeaderError as error:
+        raise ConfigError(
+            "config", f"{origin}: not a valid neat.conf: line {error.lineno}: before any [section]"
+        ) from None
+    except configparser.ParsingError as error:
+        # configparser quotes the lines, which may hold os_admin_password: numbers only.
+        lines = ", ".join(str(number) for number, _ in error.errors)
+        raise ConfigError(
+            "config", f"{origin}: not a valid neat.conf: line {lines}: expected option = value"
+        ) from None
+    except configparser.Error as error:  # duplicate options or sections: names, no values
         raise ConfigError("config", f"{origin}: not a valid neat.conf: {error}") from None
     options = dict(parser.defaults())
     for section in parser.sections():

@@ -15,6 +15,7 @@ otherwise abandoned; the history is persisted and the process exits 0 within 5 s
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from neat_exporter.config import Config
-from neat_exporter.errors import InputError
+from neat_exporter.errors import ConfigError, InputError
 from neat_exporter.exposition import Exposition
+from neat_exporter.files import check_private
 from neat_exporter.history import History
 from neat_exporter.metrics import LoopMetrics, snapshot_families
 from neat_exporter.pipeline import HostPipeline
@@ -80,17 +82,17 @@ class Daemon:
         self._wait = wait
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
-        if config.history_dir:
-            history = History.load(config.history_dir, config.history_length)
-            self.metrics.history_dropped_lines.inc(history.dropped_lines)
-        else:
-            history = History(config.history_length)
         self.pipeline = HostPipeline(
             config.algorithms,
             time_step=config.time_step,
             bandwidth_mb_s=config.network_migration_bandwidth,
-            history=history,
+            history=History(config.history_length),
         )
+        # Loaded by the first cycle, which knows the host's capacity: values beyond it are
+        # dropped. Until then nothing is persisted, so the files on disk are not lost.
+        self._history_loaded = not config.history_dir
+        if config.history_dir:
+            _check_history_dir(config.history_dir)
         self._history_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -127,12 +129,17 @@ class Daemon:
             return self._fail("collect", error)
         self.metrics.source_up.set(1)
         self.metrics.vms_skipped.inc(reading.skipped_vms)
+        self.metrics.vms_rejected.inc(reading.rejected_vms)
         capacity_mhz = reading.cpu_mhz_total * self.config.host_cpu_usable_by_vms
         vms_ram_mb = {uuid: vm.ram_max_mb for uuid, vm in reading.vms.items()}
         # Under the lock the persisting thread takes to copy the history.
         with self._history_lock:
+            if not self._history_loaded:
+                self._load_history(reading.cpu_mhz_total)
             if self.source.keeps_history:
-                self.pipeline.history.replace(*self.source.read_history())
+                files = self.source.read_history()
+                self.pipeline.history.replace(files.vms, files.host)
+                self.metrics.history_dropped_lines.inc(files.dropped_lines)
             else:
                 self.pipeline.history.record(reading)
             try:
@@ -154,7 +161,10 @@ class Daemon:
         # history older than the latest cycle shown.
         self.wait_for_persist()
         # Encoded for /metrics before it is shown: scrapes see the old or the new, whole.
-        self.exposition.publish(snapshot_families(snapshot))
+        try:
+            self.exposition.publish(snapshot_families(snapshot))
+        except InputError as error:  # a label that cannot be shown: the last snapshot stays
+            return self._fail("publish", error)
         self.snapshot = snapshot
         self.metrics.decisions.labels(snapshot.decision).inc()
         self.last_error = None
@@ -167,6 +177,14 @@ class Daemon:
                 ok = self._fail("act", error)
         self.persist()
         return ok
+
+    def _load_history(self, capacity_mhz: float) -> None:
+        history = History.load(
+            self.config.history_dir, self.config.history_length, ceiling_mhz=capacity_mhz
+        )
+        self.metrics.history_dropped_lines.inc(history.dropped_lines)
+        self.pipeline.history = history
+        self._history_loaded = True
 
     def _log_decision(self, snapshot: Snapshot) -> None:
         """At info level when the decision changes, at debug level every cycle."""
@@ -194,6 +212,8 @@ class Daemon:
         the file system's renames; writes never overlap, so each file on disk is of the latest
         write or the one before. A failure is logged and counted, not fatal."""
         if not self.config.history_dir or self.source.keeps_history:
+            return
+        if not self._history_loaded:  # no cycle yet: the files on disk are all there is
             return
         with self._writer_lock:
             self.wait_for_persist()
@@ -244,6 +264,20 @@ class Daemon:
             if due < now:  # the cycle overran: skip to the next whole interval
                 due += (now - due) // interval * interval + interval
             self._wait(self._stop, due - now)
+
+
+def _check_history_dir(path: str) -> None:
+    """ConfigError at start when others can write ``history_dir`` (each save checks again)."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return  # created, private, by the first save
+    except OSError as error:
+        raise ConfigError("history_dir", f"{path}: {error.strerror or error}") from None
+    try:
+        check_private(status, path)
+    except InputError as error:
+        raise ConfigError("history_dir", str(error)) from None
 
 
 def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> int:

@@ -39,6 +39,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from neat_exporter.errors import InputError
+from neat_exporter.identifiers import shown
+
 _OPENMETRICS_END = b"# EOF\n"
 _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LEGACY_LABEL = re.compile(r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*")  # "__" is reserved
@@ -143,7 +146,8 @@ class Exposition(Collector):
             self._hidden.on = False
 
     def publish(self, families: list[Family]) -> None:
-        """Encode ``families`` in every format asked for so far, then show them."""
+        """Encode ``families`` in every format asked for so far, then show them. InputError,
+        the previous families still shown, when a label cannot be encoded."""
         with self._lock:
             encoders = dict(self._encoders)
         self._published = self._prepare(families, encoders)  # one reference swap
@@ -178,6 +182,7 @@ class Exposition(Collector):
                     labels = label_text.get(key) or previous_labels.get(key)
                     if labels is None:
                         labels = _label_text(names, values)
+                        _check_encodable(labels, family.name)
                     label_text[key] = labels
                     # 0.0 and -0.0 are one key but two texts: zeros go by their repr instead.
                     key = value or repr(value)
@@ -187,6 +192,10 @@ class Exposition(Collector):
                     value_text[key] = number
                     lines.append(f"{family.name}{labels} {number}\n")
                 sample_lines[family.name] = "".join(lines)
+            else:
+                for sample in family.samples:
+                    for text in sample.labels.values():
+                        _check_encodable(text, family.name)
         self._label_text, self._value_text = label_text, value_text
         published = _Published(families, sample_lines, {})
         for content_type, encoder in encoders.items():
@@ -248,6 +257,16 @@ def _encode(published: _Published, encoder: Encoder) -> _Encoding:
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, _GZIP)
     gzip_head = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return _Encoding(by_family, body, gzip_head, compressor)
+
+
+def _check_encodable(text: str, family: str) -> None:
+    """InputError unless ``text`` can be encoded: a lone surrogate (a file name that is not
+    UTF-8, say) would make every scrape fail, so the snapshot carrying it is not shown."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InputError(f"{family}: a label is not valid Unicode: {shown(text)}") from None
 
 
 def _label_text(names: Labels, values: Labels) -> str:

@@ -12,79 +12,37 @@ leaves some VMs' files of the previous save; each is still a valid history, at m
 behind. Nothing is fsynced: a power loss may cost more (older files, or empty ones on some file
 systems), which the exporter reads as shorter histories. An fsync per file would make a save at
 a thousand VMs take seconds for a cache that refills in ``history_length`` intervals.
+
+What a read trusts: nothing. Only files named by a VM UUID are read (a name "a,b" would name two
+VMs to the global manager), never through a symbolic link, and only lines that are plain decimal
+numbers from 0 to the host's capacity (no VM can use more) are kept; the others are dropped and
+counted. A save writes values within those bounds, so what it writes reads back, and refuses a
+folder that others can write (neat_exporter.files).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from neat_exporter.files import write_atomically
+from neat_exporter.files import TEMPORARY_PREFIX, private_directory, subdirectory
+from neat_exporter.neat_files import (
+    HOST_FILE,
+    LARGEST_WRITTEN,
+    VMS_DIR,
+    NeatFiles,
+    as_integers,
+    read_neat_files,
+    write_integers,
+)
 from neat_exporter.sources.base import Reading
 
 log = logging.getLogger(__name__)
-
-VMS_DIR = "vms"
-HOST_FILE = "host"
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedFile:
-    values: list[float]
-    dropped: int
-    """Lines that were not numbers and were left out."""
-
-
-def read_values(path: Path) -> LoadedFile:
-    """One history file; unreadable lines are dropped (and counted), not fatal."""
-    values: list[float] = []
-    dropped = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = float(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if value != value or value < 0 or value == float("inf"):
-            dropped += 1
-            continue
-        values.append(value)
-    return LoadedFile(values, dropped)
-
-
-def _read_or_skip(path: Path) -> LoadedFile | None:
-    """An unreadable file is skipped (the next persist rewrites it), not fatal."""
-    try:
-        return read_values(path)
-    except OSError as error:
-        log.warning("%s: not loaded: %s", path, error.strerror or error)
-        return None
-
-
-def write_values(path: Path, values: Iterable[float]) -> None:
-    """Neat's format: integers (truncated), one per line, trailing newline; replaced atomically."""
-    _write_integers(path, [int(value) for value in values])
-
-
-def _write_integers(path: Path, integers: list[int]) -> None:
-    data = ("%d\n" * len(integers) % tuple(integers)).encode()  # 3 times faster than a join
-    write_atomically(path, lambda file: file.write(data))
-
-
-def _remove_temporary(path: Path) -> None:
-    """A temporary file of :func:`write_values` left behind by a crash (or a SIGKILL)."""
-    if path.is_file():
-        with contextlib.suppress(OSError):  # a read-only directory keeps it; no harm
-            path.unlink()
 
 
 class History:
@@ -106,10 +64,13 @@ class History:
         self.host: deque[float] = deque(maxlen=length)
         self.dropped_lines = 0
         """Corrupt lines skipped when the history was loaded."""
+        self.capacity_mhz = LARGEST_WRITTEN
+        """The host's capacity in the latest reading: what a save writes at most."""
 
     def record(self, reading: Reading) -> None:
         """Add one collection: a sample per VM that has one, the hypervisor overhead, and forget
         VMs that are no longer on the host. A VM seen for the first time has no sample yet."""
+        self.capacity_mhz = min(reading.cpu_mhz_total, LARGEST_WRITTEN)
         self.add(
             {uuid: vm.cpu_mhz for uuid, vm in reading.vms.items()},
             reading.hypervisor_overhead_mhz,
@@ -194,48 +155,51 @@ class History:
         twin._samples = self._samples.copy()
         twin._counts = self._counts.copy()
         twin.host = deque(self.host, maxlen=self.length)
+        twin.capacity_mhz = self.capacity_mhz
         return twin
 
     # --- disk ---------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Write every history in Neat's format and delete the files of VMs that are gone."""
-        root = Path(directory)
-        vms_dir = root / VMS_DIR
-        vms_dir.mkdir(parents=True, exist_ok=True)
-        integers = self._samples.astype(np.int64).tolist()  # truncated, as int() does
+        """Write every history in Neat's format and delete the files of VMs that are gone.
+
+        Values are written as :meth:`load` reads them back: integers from 0 to the capacity (a
+        measurement beyond it, clock jitter, is written as the capacity). InputError when others
+        can write ``directory``; OSError when ``vms`` in it is a symbolic link."""
+        ceiling = self.capacity_mhz
+        integers = as_integers(self._samples, ceiling).tolist()
         length, counts = self.length, self._counts.tolist()
-        for uuid, row in self._rows.items():
-            _write_integers(vms_dir / uuid, integers[row][length - counts[row] :])
-        for path in vms_dir.iterdir():
-            if path.is_file() and not path.name.startswith(".") and path.name not in self._rows:
-                path.unlink(missing_ok=True)
-        write_values(root / HOST_FILE, self.host)
+        with private_directory(directory) as root, subdirectory(root, VMS_DIR, create=True) as vms:
+            for uuid, row in self._rows.items():
+                write_integers(vms, uuid, integers[row][length - counts[row] :])
+            for entry in os.scandir(vms):
+                name = entry.name
+                gone = not name.startswith(TEMPORARY_PREFIX) and name not in self._rows
+                if gone and not entry.is_dir(follow_symlinks=False):
+                    os.unlink(name, dir_fd=vms)
+            host = as_integers(np.fromiter(self.host, float, len(self.host)), ceiling).tolist()
+            write_integers(root, HOST_FILE, host)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, length: int) -> History:
-        """A history from Neat's format; a missing directory gives an empty history."""
+    def load(
+        cls, directory: str | os.PathLike, length: int, ceiling_mhz: float = math.inf
+    ) -> History:
+        """A history from Neat's format, values beyond ``ceiling_mhz`` (the host's capacity)
+        dropped and counted; a missing directory gives an empty history."""
         history = cls(length)
-        root = Path(directory)
-        vms_dir = root / VMS_DIR
-        vms: dict[str, list[float]] = {}
         try:
-            if vms_dir.is_dir():
-                for path in sorted(vms_dir.iterdir()):
-                    if path.name.startswith("."):
-                        _remove_temporary(path)
-                    elif path.is_file() and (loaded := _read_or_skip(path)) is not None:
-                        history.dropped_lines += loaded.dropped
-                        vms[path.name] = loaded.values
-            host_path = root / HOST_FILE
-            for path in root.glob(f".{HOST_FILE}.*"):
-                _remove_temporary(path)
-            if host_path.is_file() and (loaded := _read_or_skip(host_path)) is not None:
-                history.dropped_lines += loaded.dropped
-                history.host.extend(loaded.values)
+            files = read_neat_files(directory, ceiling_mhz, own=True)
+        except FileNotFoundError:
+            files = NeatFiles()
         except OSError as error:  # the folder itself cannot be listed: start afresh
             log.warning("%s: history not loaded: %s", directory, error.strerror or error)
-        history.replace(vms, history.host)
-        if history.dropped_lines:
-            log.warning("%s: dropped %d corrupt history line(s)", directory, history.dropped_lines)
+            files = NeatFiles()
+        history.replace(files.vms, files.host)
+        history.dropped_lines = files.dropped_lines
+        if files.dropped_lines:
+            log.warning("%s: dropped %d corrupt history line(s)", directory, files.dropped_lines)
+        if files.rejected_names:  # the next save deletes them
+            log.warning(
+                "%s: left out %d file(s) not named by a VM UUID", directory, files.rejected_names
+            )
         return history

@@ -20,7 +20,7 @@ from neat_exporter.snapshot import DECISIONS, Snapshot
 from neat_exporter.sources.base import VM_INFO_LABELS
 
 _BLANKS = ("",) * len(VM_INFO_LABELS)  # a label Nova did not give is shown empty
-STAGES = ("collect", "detect", "select", "act")
+STAGES = ("collect", "detect", "select", "publish", "act")
 
 
 def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
@@ -174,7 +174,7 @@ class LoopMetrics:
         self.cycles = Counter("neat_cycles", "Decision cycles run.", registry=registry)
         self.errors = Counter(
             "neat_cycle_errors",
-            "Failed cycles by stage (collect, detect, select, act).",
+            "Failed cycles by stage (collect, detect, select, publish, act).",
             ["stage"],
             registry=registry,
         )
@@ -198,9 +198,15 @@ class LoopMetrics:
             "VMs left out of a collection because they errored or vanished while being read.",
             registry=registry,
         )
+        self.vms_rejected = Counter(
+            "neat_vms_rejected",
+            "VMs left out because their identifier is not a UUID (file names in Neat's data "
+            "directory that are not VM UUIDs, or not UTF-8).",
+            registry=registry,
+        )
         self.history_dropped_lines = Counter(
             "neat_history_dropped_lines",
-            "Corrupt lines skipped when reading history files.",
+            "Lines of history files dropped when read: not numbers, or beyond the host's capacity.",
             registry=registry,
         )
         self.history_persist_errors = Counter(

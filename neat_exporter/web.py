@@ -28,8 +28,8 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import bcrypt
-import yaml
 
+from neat_exporter.config_files import load_yaml_file
 from neat_exporter.errors import ConfigError
 from neat_exporter.parsing import parse_duration, parse_listen_address
 
@@ -111,14 +111,7 @@ def load_web_config(path: str | os.PathLike) -> WebConfig:
     Relative file names inside it are relative to the file's own folder, as in exporter-toolkit.
     Raises ConfigError naming the bad key (``web_config.tls_server_config.cert_file: ...``)."""
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(_ROOT, f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(_ROOT, f"cannot read {path}: {error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(_ROOT, f"{path} is not valid YAML: {error}") from None
+    document = load_yaml_file(path, _ROOT)
     document = _mapping(document if document is not None else {}, _ROOT)
     _only_keys(
         document,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import json
 import os
@@ -27,6 +28,8 @@ from neat_exporter.errors import ConfigError
 from neat_exporter.web import serve_wsgi
 
 TOKEN = "t0ken-for-alertmanager"
+VM_A, VM_B = "a0000000-0000-4000-8000-00000000000a", "b0000000-0000-4000-8000-00000000000b"
+VM_C, VM_D = "c0000000-0000-4000-8000-00000000000c", "d0000000-0000-4000-8000-00000000000d"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -64,7 +67,8 @@ class RunningBridge:
 
     def post(self, payload, headers=AUTH, **kwargs) -> requests.Response:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        return requests.post(f"{self.url}/webhook", data=data, headers=headers, timeout=5, **kwargs)
+        kwargs.setdefault("timeout", 5)
+        return requests.post(f"{self.url}/webhook", data=data, headers=headers, **kwargs)
 
     def metric(self, name: str, **labels) -> float | None:
         return self.registry.get_sample_value(name, labels)
@@ -143,7 +147,7 @@ def requests_seen(gm: GlobalManager) -> list[tuple]:
 )
 def test_anything_but_the_token_is_401(bridge, gm, header):
     headers = {"Authorization": header} if header else {}
-    response = bridge.post(webhook(overload("h1", "vm-a")), headers=headers)
+    response = bridge.post(webhook(overload("h1", VM_A)), headers=headers)
     assert response.status_code == 401
     assert "Bearer" in response.headers["WWW-Authenticate"]
     assert gm.statuses == []
@@ -152,13 +156,13 @@ def test_anything_but_the_token_is_401(bridge, gm, header):
 def test_basic_auth_and_token_both_work(gm):
     running = RunningBridge(gm.url, basic_auth_username="am", basic_auth_password="pw")
     try:
-        assert running.post(webhook(overload("h1", "vm-a")), auth=("am", "pw")).status_code == 200
-        assert running.post(webhook(overload("h2", "vm-b"))).status_code == 200
-        assert running.post(webhook(overload("h3", "vm-c")), auth=("am", "no")).status_code == 401
+        assert running.post(webhook(overload("h1", VM_A)), auth=("am", "pw")).status_code == 200
+        assert running.post(webhook(overload("h2", VM_B))).status_code == 200
+        assert running.post(webhook(overload("h3", VM_C)), auth=("am", "no")).status_code == 401
         assert running.requester.wait_idle(5)
     finally:
         running.stop()
-    assert requests_seen(gm) == [("h1", 1, ["vm-a"]), ("h2", 1, ["vm-b"])]
+    assert requests_seen(gm) == [("h1", 1, [VM_A]), ("h2", 1, [VM_B])]
 
 
 def test_mode_on_without_authentication_is_refused(gm):
@@ -172,11 +176,11 @@ def test_mode_on_without_authentication_is_refused(gm):
 
 def test_firing_alerts_are_grouped_by_host_and_reason(bridge, gm):
     payload = webhook(
-        overload("h1", "vm-a"),
-        overload("h1", "vm-b"),
-        overload("h2", "vm-c"),
+        overload("h1", VM_A),
+        overload("h1", VM_B),
+        overload("h2", VM_C),
         underload("h3"),
-        overload("h4", "vm-d", status="resolved"),
+        overload("h4", VM_D, status="resolved"),
         alert(alertname="NeatSourceDown", host="h5"),  # informational: no neat_reason
         alert(host="h6", neat_reason="overload"),  # overload without a VM: nothing to move
     )
@@ -185,8 +189,8 @@ def test_firing_alerts_are_grouped_by_host_and_reason(bridge, gm):
     assert response.json()["ignored"] == 2
     assert bridge.requester.wait_idle(5)
     assert requests_seen(gm) == [
-        ("h1", 1, ["vm-a", "vm-b"]),
-        ("h2", 1, ["vm-c"]),
+        ("h1", 1, [VM_A, VM_B]),
+        ("h2", 1, [VM_C]),
         ("h3", 0, None),
     ]
     assert bridge.metric("neat_bridge_alerts_total", status="firing") == 6
@@ -200,7 +204,7 @@ def test_firing_alerts_are_grouped_by_host_and_reason(bridge, gm):
 
 def test_resolved_alerts_send_nothing(bridge, gm):
     response = bridge.post(
-        webhook(overload("h1", "vm-a", status="resolved"), underload("h2", status="resolved"))
+        webhook(overload("h1", VM_A, status="resolved"), underload("h2", status="resolved"))
     )
     assert response.status_code == 200
     assert response.json()["requests"] == []
@@ -212,14 +216,14 @@ def test_resends_are_deduplicated_until_the_ttl_expires(gm):
     now = [100.0]
     running = RunningBridge(gm.url, clock=lambda: now[0], dedup_ttl=60)
     try:
-        payload = webhook(overload("h1", "vm-a"))
+        payload = webhook(overload("h1", VM_A))
         for _ in range(3):
             assert running.post(payload).status_code == 200
         assert running.requester.wait_idle(5)
         assert len(gm.accepted) == 1
         assert running.metric("neat_bridge_alerts_deduplicated_total") == 2
         # The same alert firing again later (a new startsAt) is a new decision.
-        refired = webhook(overload("h1", "vm-a", starts_at="2026-11-24T11:00:00Z"))
+        refired = webhook(overload("h1", VM_A, starts_at="2026-11-24T11:00:00Z"))
         assert running.post(refired).json()["requests"][0]["result"] == "queued"
         now[0] += 61
         assert running.post(payload).json()["requests"][0]["result"] == "queued"
@@ -233,21 +237,21 @@ def test_cooldown_suppressed_alerts_are_acted_on_when_resent_later(gm):
     now = [100.0]
     running = RunningBridge(gm.url, cooldown=600, clock=lambda: now[0])
     try:
-        assert running.post(webhook(overload("h1", "vm-a"))).status_code == 200
-        second = webhook(overload("h1", "vm-a"), overload("h1", "vm-b"))
+        assert running.post(webhook(overload("h1", VM_A))).status_code == 200
+        second = webhook(overload("h1", VM_A), overload("h1", VM_B))
         assert running.post(second).json()["requests"][0]["result"] == "suppressed"
         now[0] += 601
         assert running.post(second).json()["requests"][0]["result"] == "queued"
         assert running.requester.wait_idle(5)
     finally:
         running.stop()
-    assert [r.vm_uuids for r in gm.accepted] == [["vm-a"], ["vm-b"]]
+    assert [r.vm_uuids for r in gm.accepted] == [[VM_A], [VM_B]]
 
 
 def test_dry_run_sends_nothing(gm):
     running = RunningBridge(gm.url, mode="dry_run")
     try:
-        response = running.post(webhook(overload("h1", "vm-a"), underload("h2")))
+        response = running.post(webhook(overload("h1", VM_A), underload("h2")))
         assert [r["result"] for r in response.json()["requests"]] == ["dry_run", "dry_run"]
         metric = running.metric(
             "neat_bridge_migration_requests_total", reason="underload", result="dry_run"
@@ -262,12 +266,12 @@ def test_full_queue_answers_503_and_the_retry_is_served(gm):
     gm.delay = 0.5
     running = RunningBridge(gm.url, queue_size=1)
     try:
-        codes = [running.post(webhook(overload(f"h{i}", "vm-a"))).status_code for i in range(4)]
+        codes = [running.post(webhook(overload(f"h{i}", VM_A))).status_code for i in range(4)]
         assert 503 in codes and codes[0] == 200
         assert running.requester.wait_idle(10)
         busy = [i for i, code in enumerate(codes) if code == 503]
         for i in busy:  # what Alertmanager does after a 503
-            assert running.post(webhook(overload(f"h{i}", "vm-a"))).status_code == 200
+            assert running.post(webhook(overload(f"h{i}", VM_A))).status_code == 200
             assert running.requester.wait_idle(10)
         assert running.metric("neat_bridge_webhooks_total", code="503") == len(busy)
     finally:
@@ -281,14 +285,14 @@ def test_webhook_answers_at_once_while_the_global_manager_is_slow(gm):
     try:
         started = time.monotonic()
         for i in range(3):
-            assert running.post(webhook(overload(f"h{i}", "vm-a"))).status_code == 200
+            assert running.post(webhook(overload(f"h{i}", VM_A))).status_code == 200
         assert time.monotonic() - started < 1.0
     finally:
         running.stop()
 
 
 def test_metrics_and_health_endpoints(bridge):
-    bridge.post(webhook(overload("h1", "vm-a")))
+    bridge.post(webhook(overload("h1", VM_A)))
     text = requests.get(f"{bridge.url}/metrics", timeout=5).text
     for name in (
         "neat_bridge_webhooks_total",
@@ -343,7 +347,7 @@ def lenient_bridge():
             json.dumps(
                 {"version": "4", "alerts": [{"status": "firing", "labels": {"host": 1}}]}
             ).encode(),
-            "alerts[0].labels.host: must be a string",
+            "alerts[0].labels.'host': must be a string",
         ),
         (
             json.dumps(
@@ -362,7 +366,7 @@ def test_malformed_payloads_are_400_with_the_reason(lenient_bridge, payload, rea
 def test_payload_size_is_limited(gm):
     running = RunningBridge(gm.url, max_payload_bytes=1000)
     try:
-        big = webhook(*[overload("h1", f"vm-{i}") for i in range(50)])
+        big = webhook(*[overload("h1", f"00000000-0000-4000-8000-{i:012d}") for i in range(50)])
         assert running.post(big).status_code == 413
         connection = http.client.HTTPConnection("127.0.0.1", running.server.address[1], timeout=5)
         connection.putrequest("POST", "/webhook")  # no Content-Length
@@ -384,7 +388,7 @@ json_values = st.recursive(
 )
 label_sets = st.dictionaries(
     st.sampled_from(["host", "vm_uuid", "neat_reason", "alertname", "x"]),
-    st.sampled_from(["h1", "vm-a", "overload", "underload", "", "weird,value"]) | json_values,
+    st.sampled_from(["h1", VM_A, "overload", "underload", "", "weird,value"]) | json_values,
     max_size=5,
 )
 alerts = st.fixed_dictionaries(
@@ -426,9 +430,9 @@ def test_fuzzed_payloads_never_cause_a_server_error(bridge, body):
 def test_bridge_survives_the_fuzzing_and_still_works(bridge, gm):
     for body in (b"", b"null", b"{}", b'{"version": "4", "alerts": [null]}'):
         assert bridge.post(body).status_code == 400
-    assert bridge.post(webhook(overload("h1", "vm-a"))).status_code == 200
+    assert bridge.post(webhook(overload("h1", VM_A))).status_code == 200
     assert bridge.requester.wait_idle(5)
-    assert requests_seen(gm) == [("h1", 1, ["vm-a"])]
+    assert requests_seen(gm) == [("h1", 1, [VM_A])]
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -457,7 +461,7 @@ def test_bridge_command_serves_until_sigterm(gm, tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 20, "bridge up")
         response = requests.post(
-            f"{url}/webhook", json=webhook(overload("h1", "vm-a")), headers=AUTH, timeout=5
+            f"{url}/webhook", json=webhook(overload("h1", VM_A)), headers=AUTH, timeout=5
         )
         assert response.status_code == 200
         wait_until(lambda: gm.accepted, 10, "the global manager request")
@@ -468,7 +472,7 @@ def test_bridge_command_serves_until_sigterm(gm, tmp_path):
     assert "listening on" in stderr
     for secret in (TOKEN, PASSWORD):
         assert secret not in stderr
-    assert gm.accepted[0].vm_uuids == ["vm-a"]
+    assert gm.accepted[0].vm_uuids == [VM_A]
 
 
 def test_bridge_command_reports_a_bad_config(tmp_path):
@@ -482,3 +486,84 @@ def test_bridge_command_reports_a_bad_config(tmp_path):
     )
     assert result.returncode == 2
     assert "global_manager" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- hostile labels -------------------------------------------------------------------------------
+
+VM_X = "e0000000-0000-4000-8000-00000000000e"
+
+
+def test_a_vm_uuid_with_commas_adds_no_vms_and_is_counted(bridge, gm):
+    """Neat's vm_uuids field is comma-separated: "a,b,c" must not become three VMs."""
+    payload = webhook(
+        overload("h1", f"{VM_A},{VM_B},{VM_X}"),
+        overload("h1", VM_A, fingerprint="fp-good"),
+        overload("h2", "not-a-uuid"),
+    )
+    response = bridge.post(payload)
+    assert response.status_code == 200, response.text
+    assert response.json()["rejected"] == 2
+    assert bridge.requester.wait_idle(5)
+    assert requests_seen(gm) == [("h1", 1, [VM_A])]
+    assert bridge.metric("neat_bridge_alerts_rejected_total", label="vm_uuid") == 2
+    assert bridge.metric("neat_bridge_alerts_rejected_total", label="host") == 0
+
+
+def test_control_characters_in_host_are_rejected_and_never_logged_raw(bridge, gm, caplog):
+    forged = "h1\r\n2026-11-24 INFO forged line"
+    caplog.set_level("DEBUG")
+    response = bridge.post(webhook(overload(forged, VM_A), underload("h2\x1b[31m")))
+    assert response.status_code == 200, response.text
+    assert response.json()["rejected"] == 2
+    assert bridge.metric("neat_bridge_alerts_rejected_total", label="host") == 2
+    assert bridge.requester.wait_idle(5)
+    assert gm.accepted == []
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert (
+        "\r" not in logged and "\x1b" not in logged and "\nforged" not in logged.replace("\\n", "")
+    )
+
+
+def test_a_lone_surrogate_in_a_label_is_a_clear_400(bridge, gm):
+    body = json.dumps(webhook(underload("h1"))).replace('"h1"', '"h\\ud800"').encode()
+    response = bridge.post(body)
+    assert response.status_code == 400
+    assert "labels" in response.json()["error"] and "Unicode" in response.json()["error"]
+    assert gm.statuses == []
+
+
+def test_an_overlong_label_is_a_400_and_is_not_forwarded(gm):
+    running = RunningBridge(gm.url, max_payload_bytes=1_000_000)
+    try:
+        response = running.post(webhook(underload("h" * 100_000)))
+        assert response.status_code == 400
+        assert "longer than" in response.json()["error"]
+        assert len(response.text) < 1000  # the label is not echoed back
+    finally:
+        running.stop()
+    assert gm.statuses == []
+
+
+def test_a_payload_naming_many_hosts_logs_a_line_not_one_per_host(gm, caplog):
+    gm.delay = 0.5  # the queue stays full while the webhook is handled
+    running = RunningBridge(gm.url, queue_size=5, cooldown=0, max_payload_bytes=10_000_000)
+    caplog.set_level("INFO")
+    try:
+        payload = webhook(*[underload(f"host-{i}", fingerprint=f"f{i}") for i in range(10_000)])
+        response = running.post(payload, timeout=60)
+        assert response.status_code == 503
+        results = collections.Counter(r["result"] for r in response.json()["requests"])
+        assert results["queue_full"] > 9_000
+        full = running.metric(
+            "neat_bridge_migration_requests_total", reason="underload", result="queue_full"
+        )
+        failed = running.metric(
+            "neat_bridge_migration_requests_total", reason="underload", result="failed"
+        )
+        assert full == results["queue_full"] and failed == 0
+    finally:
+        gm.delay = 0
+        running.stop()
+    # One line for the webhook, one when the queue was found full (again if it had room since).
+    warnings = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(warnings) <= 2 + results["queued"], [r.getMessage() for r in warnings[:5]]

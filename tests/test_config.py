@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,7 @@ def test_yaml_file_and_flags_win(tmp_path):
         ("algorithms: {placement: {}}\n", "algorithms.placement", "unknown key"),
         ("interval: [1\n", "config", "not valid YAML"),
         ("- 1\n- 2\n", "config", "mapping"),
+        ('host: "compute1\\r\\nforged"\n', "host", "host name with '\\r'"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path, text, key, reason):
@@ -224,14 +226,91 @@ def test_check_config_prints_everything_with_secrets_redacted(tmp_path, capsys, 
     assert "admin-user" not in out
 
 
+def check_config(path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "neat_exporter", "check-config", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 def test_check_config_error_exits_2_with_key_and_no_traceback(tmp_path):
-    path = write(tmp_path, "source:\n  replay: {vms: 0}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "neat_exporter", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = check_config(write(tmp_path, "source:\n  replay: {vms: 0}\n"))
     assert result.returncode == 2
     assert "source.replay.vms: must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- hostile configuration files ------------------------------------------------------------------
+
+# Nested aliases: a few hundred bytes that expand to a billion values.
+ALIAS_BOMB = "a0: &a0 {k: v, l: w}\n" + "".join(
+    f"a{i}: &a{i} {{{', '.join(f'k{j}: *a{i - 1}' for j in range(9))}}}\n" for i in range(1, 10)
+)
+
+
+def load_web(path):
+    from neat_exporter.web import load_web_config
+
+    return load_web_config(path)
+
+
+@pytest.mark.parametrize("load", [load_config, load_web], ids=["config", "web_config"])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (ALIAS_BOMB, "aliases"),
+        ("interval: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than"),
+        ("a: &a [*a]\n", "refers to itself"),
+        ("# padding\n" * 120_000, "larger than"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "recursive-alias", "too-large"],
+)
+def test_hostile_yaml_is_refused_at_once(tmp_path, load, text, reason):
+    """The alias bomb took 53 s and 3.3 GB before it was refused; deep nesting was an uncaught
+    RecursionError. Size, depth and alias expansion are bounded before anything is built."""
+    path = write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        load(path)
+    assert time.monotonic() - started < 2
+    assert reason in error.value.reason
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """A configuration (or a secret file) that is a link to /dev/zero was read forever."""
+    (tmp_path / "zero.yml").symlink_to("/dev/zero")
+    (tmp_path / "password").symlink_to("/dev/zero")
+    write(tmp_path, "global_manager: {password_file: %s}\n" % (tmp_path / "password"))
+    for path in (tmp_path / "zero.yml", tmp_path / "config.yml"):
+        result = check_config(path)
+        assert result.returncode == 2
+        assert "not a regular file" in result.stderr and "Traceback" not in result.stderr
+    link = tmp_path / "linked.yml"
+    link.symlink_to(write(tmp_path, "interval: 7\n", "real.yml"))  # ConfigMaps are links
+    assert load_config(link).interval == 7
+
+
+def test_a_neat_conf_line_without_equals_does_not_echo_its_value(tmp_path):
+    path = write(tmp_path, "[DEFAULT]\nos_admin_user = admin\nos_admin_password s3cret\n", "n.conf")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "line 3" in str(error.value)
+    assert "s3cret" not in str(error.value) and "os_admin_password" not in str(error.value)
+
+
+def test_a_yaml_error_near_an_inline_key_does_not_print_the_key(tmp_path):
+    secret = "c2VjcmV0LWtleS1tYXRlcmlhbA"
+    text = (
+        "tls_server_config:\n  cert_file: server.crt\n  key: |\n"
+        "    -----BEGIN PRIVATE KEY-----\n"
+        "    MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+        f"   {secret}: oops\n    -----END PRIVATE KEY-----\n"
+    )
+    for load in (load_web, load_config):
+        with pytest.raises(ConfigError) as error:
+            load(write(tmp_path, text))
+        message = str(error.value)
+        assert "not valid YAML (line 6" in message
+        for leaked in (secret, "MIIE", "PRIVATE", "server.crt"):
+            assert leaked not in message
+    with pytest.raises(ConfigError) as error:  # a secret file given as the configuration
+        load_config(write(tmp_path, "s3cret-pw\n", "password"))
+    assert "s3cret" not in str(error.value)

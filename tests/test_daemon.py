@@ -17,7 +17,9 @@ from services import Process, free_port, wait_until
 from neat_exporter.cli import main
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon, make_requester
+from neat_exporter.errors import ConfigError
 from neat_exporter.history import History
+from neat_exporter.neat_files import NeatFiles
 from neat_exporter.server import make_app
 from neat_exporter.sources import SourceError
 from neat_exporter.sources.base import Reading, VmReading
@@ -26,6 +28,7 @@ from neat_exporter.web import serve_wsgi
 
 EXPORTER = [sys.executable, "-m", "neat_exporter"]
 TEST_DRIVER_VM = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+VM_A, VM_B = "a0000000-0000-4000-8000-00000000000a", "b0000000-0000-4000-8000-00000000000b"
 
 # Threshold detectors decide from the latest values at once, which keeps these tests short.
 QUICK = {
@@ -60,7 +63,7 @@ class FlakySource:
             raise SourceError("the source is unreachable")
         return self.inner.collect()
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+    def read_history(self) -> NeatFiles:
         return self.inner.read_history()
 
     def close(self) -> None:
@@ -165,7 +168,7 @@ def test_a_selection_failure_is_counted_by_stage():
 
 def test_decisions_reach_the_migration_requester_in_dry_run():
     config = config_from_mapping({**QUICK, "global_manager": {"mode": "dry_run"}})
-    daemon = Daemon(config, replay({"vm-a": [10, 90], "vm-b": [10, 100]}))
+    daemon = Daemon(config, replay({VM_A: [10, 90], VM_B: [10, 100]}))
     daemon.requester = make_requester(config, daemon.registry)
     daemon.run_cycle()
     dry_run = {"reason": "underload", "result": "dry_run"}
@@ -188,18 +191,18 @@ def test_a_failing_requester_counts_an_act_error():
 
 def test_history_is_persisted_every_cycle_and_reloaded(tmp_path):
     config = config_from_mapping({**QUICK, "history_dir": str(tmp_path)})
-    daemon = Daemon(config, replay({"vm": [10, 20, 30]}))
+    daemon = Daemon(config, replay({VM_A: [10, 20, 30]}))
     for _ in range(3):
         daemon.run_cycle()
     # The third cycle was shown once the second's history was written; its own is on the way.
-    assert (tmp_path / "vms" / "vm").read_text() in ("100\n200\n", "100\n200\n300\n")
+    assert (tmp_path / "vms" / VM_A).read_text() in ("100\n200\n", "100\n200\n300\n")
     assert daemon.wait_for_persist(5)
-    assert (tmp_path / "vms" / "vm").read_text() == "100\n200\n300\n"
-    restarted = Daemon(config, replay({"vm": [40]}))
+    assert (tmp_path / "vms" / VM_A).read_text() == "100\n200\n300\n"
+    restarted = Daemon(config, replay({VM_A: [40]}))
     restarted.run_cycle()
     assert restarted.snapshot.history_samples == 4
     assert restarted.wait_for_persist(5)
-    assert History.load(tmp_path, 100).vm_histories() == {"vm": [100, 200, 300, 400]}
+    assert History.load(tmp_path, 100).vm_histories() == {VM_A: [100, 200, 300, 400]}
 
 
 def test_history_writes_never_overlap_and_the_next_snapshot_waits_for_them(tmp_path, monkeypatch):
@@ -213,12 +216,12 @@ def test_history_writes_never_overlap_and_the_next_snapshot_waits_for_them(tmp_p
         writing.append(history)
         time.sleep(0.2)
         save(history, directory)
-        written.append(len(history.vm_histories()["vm"]))
+        written.append(len(history.vm_histories()[VM_A]))
         writing.remove(history)
 
     monkeypatch.setattr(History, "save", slow_save)
     config = config_from_mapping({**QUICK, "history_dir": str(tmp_path)})
-    daemon = Daemon(config, replay({"vm": [10, 20, 30, 40]}))
+    daemon = Daemon(config, replay({VM_A: [10, 20, 30, 40]}))
     written_when_shown: list[int] = []
     publish = daemon.exposition.publish
 
@@ -389,3 +392,77 @@ def test_demo_shows_underload_overload_and_selection_within_a_minute(tmp_path):
         assert f"http://127.0.0.1:{port}/" in Path(process.log_path).read_text()
     finally:
         process.stop()
+
+
+def test_a_vm_name_that_is_not_a_uuid_never_reaches_the_global_manager():
+    """The direct path: a source naming a VM "a,b" (Neat's vm_uuids is comma-separated)."""
+    config = config_from_mapping({**QUICK, "global_manager": {"mode": "dry_run"}})
+    daemon = Daemon(config, replay({f"{VM_A},{VM_B}": [100], VM_B: [100]}))
+    daemon.requester = make_requester(config, daemon.registry)
+    assert daemon.run_cycle()
+    assert daemon.snapshot.decision == "overload"
+    rejected = {"reason": "overload", "result": "rejected"}
+    assert value(daemon, "neat_migration_requests_total", **rejected) == 1
+    assert value(daemon, "neat_migration_requests_total", reason="overload", result="dry_run") == 0
+
+
+class ScriptedSource:
+    """Hands out the given readings, one per collection (an I/O edge: what a source returns)."""
+
+    name = "scripted"
+    keeps_history = False
+
+    def __init__(self, *readings: Reading):
+        self.readings = list(readings)
+
+    def collect(self) -> Reading:
+        return self.readings.pop(0)
+
+    def read_history(self) -> NeatFiles:
+        return NeatFiles()
+
+    def close(self) -> None:
+        pass
+
+
+def vm_reading(info: dict[str, str]) -> Reading:
+    vm = VmReading(VM_A, 500.0, 1024, info)
+    return Reading(0.0, "compute1", 2, 1000.0, 600.0, {VM_A: vm})
+
+
+def test_a_snapshot_that_cannot_be_exposed_is_a_counted_failure_and_metrics_stay_up():
+    """A label /metrics cannot encode (a lone surrogate) made every scrape a 500 and the cycle's
+    error went uncounted. The cycle fails at its publish stage, the last good snapshot stays."""
+    good, bad = vm_reading({"domain": "instance-1"}), vm_reading({"domain": "instance-\udcff"})
+    daemon = Daemon(config_from_mapping(QUICK), ScriptedSource(bad, good, bad))
+    app = make_app(daemon.registry, daemon)
+
+    def scrape() -> tuple[str, bytes]:
+        environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "HTTP_ACCEPT": ""}
+        answer = {}
+        body = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
+        return answer["status"], body
+
+    assert not daemon.run_cycle()
+    assert value(daemon, "neat_cycle_errors_total", stage="publish") == 1
+    assert daemon.snapshot is None and scrape()[0].startswith("200")
+    assert daemon.run_cycle()
+    shown = daemon.snapshot
+    assert b'domain="instance-1"' in scrape()[1]
+    assert not daemon.run_cycle()
+    assert value(daemon, "neat_cycle_errors_total", stage="publish") == 2
+    assert daemon.snapshot is shown
+    status, body = scrape()
+    assert status.startswith("200") and b'domain="instance-1"' in body
+
+
+def test_a_history_dir_others_can_write_is_refused_at_start(tmp_path):
+    """Others could plant links there and make the exporter (often root) write elsewhere."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    config = config_from_mapping({**QUICK, "history_dir": str(shared)})
+    with pytest.raises(ConfigError) as error:
+        Daemon(config, replay({VM_A: [10]}))
+    assert error.value.key == "history_dir"
+    assert "others can write" in error.value.reason and "chmod go-w" in error.value.reason

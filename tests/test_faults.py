@@ -212,7 +212,9 @@ def namespace_mount(directory: Path, options: str, then: str = "") -> list[str]:
     if probe.returncode != 0:
         pytest.skip(f"user and mount namespaces are not available: {probe.stderr.decode()}")
     directory.mkdir(parents=True, exist_ok=True)
-    script = f'mount -t tmpfs -o {options} tmpfs "{directory}" && {then or "true"}; exec "$@"'
+    # mode: a tmpfs is world-writable (1777) by default, which the exporter refuses.
+    mount = f'mount -t tmpfs -o {options},mode=0755 tmpfs "{directory}"'
+    script = f'{mount} && {then or "true"}; exec "$@"'
     return ["unshare", "-rm", "sh", "-c", script, "sh"]
 
 

@@ -21,7 +21,8 @@ from neat_exporter.algorithms.registry import available
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge, parse_webhook
 from neat_exporter.config import Config, config_from_mapping, effective_config, load_config
 from neat_exporter.errors import ConfigError, InputError, NeatExporterError
-from neat_exporter.history import read_values
+from neat_exporter.identifiers import is_vm_uuid
+from neat_exporter.neat_files import parse_values
 from neat_exporter.sources.base import SourceError
 from neat_exporter.sources.directory import DirectorySource
 from neat_exporter.traces import parse_trace
@@ -189,13 +190,11 @@ def test_trace_parser(text):
     st.binary(max_size=300)
     | st.lists(number_lines, max_size=30).map(lambda s: "\n".join(s).encode())
 )
-def test_history_file_reader(tmp_path, content):
+def test_history_file_reader(content):
     content = content.encode() if isinstance(content, str) else content
-    path = tmp_path / "history"
-    path.write_bytes(content)
-    loaded = read_values(path)
-    assert all(math.isfinite(v) and v >= 0 for v in loaded.values)
-    lines = [line for line in content.decode("utf-8", "replace").splitlines() if line.strip()]
+    loaded = parse_values(content, ceiling_mhz=8000)
+    assert all(math.isfinite(v) and 0 <= v <= 8000 for v in loaded.values)
+    lines = [line for line in content.split(b"\n") if line.strip()]
     assert len(loaded.values) + loaded.dropped == len(lines)
 
 
@@ -203,7 +202,7 @@ file_names = st.text(
     alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=["Cs"]),
     min_size=1,
     max_size=40,
-).filter(lambda name: name not in {".", ".."} and len(name.encode()) < 200)
+).filter(lambda name: name not in {".", ".."} and len(name.encode()) < 200) | st.uuids().map(str)
 
 
 @FUZZ
@@ -226,7 +225,10 @@ def test_directory_source(tmp_path_factory, vm_files, host_file):
         return
     finally:
         source.close()
-    assert set(reading.vms) == {name for name in vm_files if not name.startswith(".")}
+    assert set(reading.vms) == {name for name in vm_files if is_vm_uuid(name)}
+    assert reading.rejected_vms == sum(
+        not is_vm_uuid(name) and not name.startswith(".") for name in vm_files
+    )
     for vm in reading.vms.values():
         assert vm.cpu_mhz is None or (math.isfinite(vm.cpu_mhz) and vm.cpu_mhz >= 0)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neat_exporter import history as history_module
+from neat_exporter import neat_files
 from neat_exporter.history import History
 from neat_exporter.sources.base import Reading, VmReading
 
@@ -79,7 +79,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     history.save(tmp_path)
     history.record(reading({A: 200}, busy=200))
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
@@ -109,14 +109,14 @@ def test_load_skips_files_it_cannot_read(tmp_path, monkeypatch):
     (tmp_path / "vms").mkdir()
     (tmp_path / "vms" / A).write_text("100\n")
     (tmp_path / "vms" / B).write_text("200\n")
-    read = history_module.read_values
+    read = neat_files.read_regular_file
 
-    def unreadable_b(path):
-        if path.name == B:  # tests run as root, for whom file modes do not forbid reading
+    def unreadable_b(folder, name, limit):
+        if name == B:  # tests run as root, for whom file modes do not forbid reading
             raise PermissionError(13, "Permission denied")
-        return read(path)
+        return read(folder, name, limit)
 
-    monkeypatch.setattr(history_module, "read_values", unreadable_b)
+    monkeypatch.setattr(neat_files, "read_regular_file", unreadable_b)
     history = History.load(tmp_path, 10)
     assert history.vm_histories() == {A: [100]}
     history.save(tmp_path)  # the next persist rewrites what could not be read
@@ -152,3 +152,78 @@ def test_record_keeps_each_vms_newest_samples_in_first_sample_order(collections,
         assert {uuid: values.tolist() for uuid, values in arrays.items()} == histories
     history.record(reading({uuid: 1.0 for uuid in "abcdef"}, busy=None))
     assert {u: v.tolist() for u, v in arrays.items()} == histories  # a copy, not a view
+
+
+# --- hostile history files ------------------------------------------------------------------------
+
+
+def test_load_drops_values_a_host_cannot_have_and_numbers_in_other_notations(tmp_path):
+    """1.5e308 made sums infinite, 99999999 MHz drove overload decisions, and float() also
+    reads "1_000" and digits of other scripts."""
+    (tmp_path / "vms").mkdir()
+    lines = ["100", "1.5e308", "1e308", "99999999", "1_000", "\u0661\u0662\u0663", "inf", "4000"]
+    (tmp_path / "vms" / A).write_text("\n".join(lines) + "\n200.5\n 300 \n")
+    (tmp_path / "host").write_text("5\n4001\n")
+    history = History.load(tmp_path, 100, ceiling_mhz=4000)
+    assert history.vm_histories() == {A: [100, 4000, 200.5, 300]}
+    assert history.host_history() == [5]
+    assert history.dropped_lines == 7
+
+
+def test_save_never_writes_what_load_cannot_read_back(tmp_path):
+    history = History(3)
+    history.record(reading({A: 1e308, B: 100.0}, busy=float("inf")))  # capacity 4000 MHz
+    history.save(tmp_path)
+    loaded = History.load(tmp_path, 3, ceiling_mhz=4000)
+    assert loaded.dropped_lines == 0
+    assert loaded.vm_histories() == {A: [4000], B: [100]}
+    assert loaded.host_history() == [4000]
+
+
+def test_save_through_planted_symlinks_writes_nothing_outside(tmp_path):
+    """The temporary file had a predictable name (pid and thread) and was opened without
+    O_EXCL or O_NOFOLLOW: a symlink planted there made the exporter write elsewhere."""
+    import threading
+
+    history_dir, outside = tmp_path / "history", tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("precious\n")
+    (history_dir / "vms").mkdir(parents=True)
+    suffix = f"{os.getpid()}-{threading.get_native_id()}"
+    (history_dir / "vms" / f".{A}.{suffix}").symlink_to(victim)
+    (history_dir / f".host.{suffix}").symlink_to(victim)
+    (history_dir / "vms" / B).symlink_to(outside / "created-through-a-link")
+    history = History(5)
+    history.record(reading({A: 100, B: 200}, busy=400))
+    history.save(history_dir)
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (history_dir / "vms" / A).read_text() == "100\n"
+    assert not (history_dir / "vms" / B).is_symlink()  # the link itself was replaced
+
+
+def test_a_vms_folder_that_is_a_symlink_is_not_followed(tmp_path):
+    history_dir, outside = tmp_path / "history", tmp_path / "outside"
+    outside.mkdir()
+    history_dir.mkdir()
+    (history_dir / "vms").symlink_to(outside)
+    history = History(5)
+    history.record(reading({A: 100}, busy=100))
+    with pytest.raises((OSError, ValueError)):
+        history.save(history_dir)
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757])
+def test_a_history_dir_others_can_write_is_refused(tmp_path, mode):
+    from neat_exporter.errors import InputError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    history = History(5)
+    history.record(reading({A: 100}, busy=100))
+    with pytest.raises(InputError, match="others can write"):
+        history.save(shared)
+    assert not (shared / "vms").exists()

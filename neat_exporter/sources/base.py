@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from neat_exporter.neat_files import NeatFiles
+
 VM_INFO_LABELS = ("domain", "instance_name", "project_id", "project_name", "flavor_name", "user_id")
 """The keys of ``VmReading.info``: the labels of ``neat_vm_info``."""
 
@@ -42,6 +44,9 @@ class Reading:
     """Running VMs only, by UUID."""
     skipped_vms: int = 0
     """VMs that errored or vanished during this collection and were left out."""
+    rejected_vms: int = 0
+    """VMs left out because their identifier is not a UUID (file names in Neat's data
+    directory)."""
 
     @property
     def cpu_mhz_total(self) -> float:
@@ -72,7 +77,7 @@ class Source(Protocol):
         """Read the host now; raise SourceError when the source cannot be reached."""
         ...
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+    def read_history(self) -> NeatFiles:
         """The VMs' MHz histories and the hypervisor overhead history as of the latest
         :meth:`collect`, oldest first; empty for a source that keeps no history."""
         ...

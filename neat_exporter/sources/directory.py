@@ -9,6 +9,10 @@ VM RAM (for the migration time), the capacity and the host name come from libvir
 local manager, unless ``host_cpu_mhz`` is configured: then no libvirt is needed and every VM is
 taken to have ``vm_ram_mb``. With libvirt, VMs libvirt does not know are left out (Neat's
 ``cleanup_vm_data``).
+
+Files whose name is not a VM UUID are left out and counted (a name "a,b" would name two VMs to
+the global manager; one that is not UTF-8 could not be shown on /metrics), as are values that are
+not plain numbers within the host's capacity. Symbolic links are not followed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import socket
 import time
 from pathlib import Path
 
-from neat_exporter.history import HOST_FILE, VMS_DIR, read_values
+from neat_exporter.neat_files import VMS_DIR, NeatFiles, read_neat_files
 from neat_exporter.sources.base import Reading, Source, SourceError, VmReading
 
 
@@ -42,56 +46,54 @@ class DirectorySource:
         self.vm_ram_mb = vm_ram_mb
         self.libvirt = libvirt
         self.host = host or socket.gethostname()
-        self._vms: dict[str, list[float]] = {}
-        self._host: list[float] = []
+        self._files = NeatFiles()
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
+    def read_history(self) -> NeatFiles:
         """The histories read by the latest ``collect()``."""
-        return self._vms, self._host
+        return self._files
 
-    def _read_files(self) -> None:
-        vms_dir = self.path / VMS_DIR
-        if not vms_dir.is_dir():
-            raise SourceError(f"{vms_dir}: no such folder (is Neat's data collector running?)")
-        vms: dict[str, list[float]] = {}
+    def _read_files(self, capacity_mhz: float) -> NeatFiles:
         try:
-            for entry in sorted(vms_dir.iterdir()):
-                if entry.is_file() and not entry.name.startswith("."):
-                    vms[entry.name] = read_values(entry).values
-            host_path = self.path / HOST_FILE
-            host = read_values(host_path).values if host_path.is_file() else []
+            return read_neat_files(self.path, capacity_mhz)
         except FileNotFoundError:
+            if not os.path.isdir(self.path / VMS_DIR):
+                raise SourceError(
+                    f"{self.path / VMS_DIR}: no such folder (is Neat's data collector running?)"
+                ) from None
             # The collector deleted a VM's file between listing and reading; take the next cycle.
-            raise SourceError(f"{vms_dir}: changed while being read") from None
+            raise SourceError(f"{self.path / VMS_DIR}: changed while being read") from None
         except OSError as error:
-            raise SourceError(f"{self.path}: {error.strerror}") from None
-        self._vms, self._host = vms, host
+            raise SourceError(f"{self.path}: {error.strerror or error}") from None
 
     def collect(self) -> Reading:
-        self._read_files()
         if self.libvirt is not None and self.host_cpu_mhz is None:
             live = self.libvirt.collect()
-            known = {uuid: vm for uuid, vm in live.vms.items() if uuid in self._vms}
             cores, core_mhz, host = live.cpu_cores, live.core_mhz, live.host
-            ram = {uuid: vm.ram_max_mb for uuid, vm in known.items()}
-            info = {uuid: vm.info for uuid, vm in known.items()}
         else:
+            live = None
             cores = os.cpu_count() or 1
             core_mhz = self.host_cpu_mhz / cores
             host = self.host
-            ram = dict.fromkeys(self._vms, self.vm_ram_mb)
+        # Values beyond the capacity are no measurement: dropped (and counted) as they are read.
+        files = self._files = self._read_files(cores * core_mhz)
+        if live is not None:
+            known = {uuid: vm for uuid, vm in live.vms.items() if uuid in files.vms}
+            ram = {uuid: vm.ram_max_mb for uuid, vm in known.items()}
+            info = {uuid: vm.info for uuid, vm in known.items()}
+        else:
+            ram = dict.fromkeys(files.vms, self.vm_ram_mb)
             info = {}
         vms = {
             uuid: VmReading(
                 uuid=uuid,
-                cpu_mhz=self._vms[uuid][-1] if self._vms[uuid] else None,
+                cpu_mhz=files.vms[uuid][-1] if files.vms[uuid] else None,
                 ram_max_mb=ram[uuid],
                 info=info.get(uuid, {}),
             )
             for uuid in ram
         }
         vm_sum = sum(vm.cpu_mhz for vm in vms.values() if vm.cpu_mhz is not None)
-        busy = vm_sum + self._host[-1] if self._host else None
+        busy = vm_sum + files.host[-1] if files.host else None
         return Reading(
             time=time.time(),
             host=host,
@@ -99,6 +101,7 @@ class DirectorySource:
             core_mhz=core_mhz,
             host_busy_mhz=busy,
             vms=vms,
+            rejected_vms=files.rejected_names,
         )
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from neat_exporter.errors import ConfigError
+from neat_exporter.neat_files import NeatFiles
 from neat_exporter.sources.base import VM_INFO_LABELS, Reading, SourceError, VmReading
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,8 @@ class LibvirtSource:
         self._last_error = reason
         self.close()
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
-        return {}, []  # the daemon keeps the history of what this source reads
+    def read_history(self) -> NeatFiles:
+        return NeatFiles()  # the daemon keeps the history of what this source reads
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from neat_exporter.neat_files import NeatFiles
 from neat_exporter.sources.base import Reading, VmReading
 
 SYNTHETIC_PERIOD = 40
@@ -107,8 +108,8 @@ class ReplaySource:
             vms=vms,
         )
 
-    def read_history(self) -> tuple[dict[str, list[float]], list[float]]:
-        return {}, []  # the daemon keeps the history of what this source reads
+    def read_history(self) -> NeatFiles:
+        return NeatFiles()  # the daemon keeps the history of what this source reads
 
     def close(self) -> None:
         pass
