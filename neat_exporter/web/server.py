@@ -69,9 +69,10 @@ _PLAIN_HTTP_ANSWER = (
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
 _SAN_TYPES = {"DNS", "IP Address", "email", "URI"}
-#: Seconds a refused request's client may go on sending (read and dropped) before the socket is
-#: closed, so that it reads the refusal instead of a reset (EPIPE).
-_LINGER = 5.0
+#: How long, and how many bytes, a refused request's client may go on sending (read and
+#: dropped) before the socket is closed, so that it reads the refusal instead of a reset (EPIPE).
+_LINGER_SECONDS = 5.0
+_LINGER_BYTES = 16 << 20
 _RECEIVE_SIZE = 16384
 # The loop runs one callback at a time and every connection copies what it receives out of
 # this buffer at once, so all connections of all servers can share it.
@@ -118,6 +119,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._eof = False  # the client has finished sending
         self._lost = False  # the transport is gone, or is to be dropped unflushed
         self._discard = False  # a refused request's remains: read and dropped
+        self._discarded = 0
         self._overflow = False
         self._held = 0  # bytes received for the request being read, in server.buffered
         self._started: float | None = None  # when the current request's first byte came
@@ -132,7 +134,12 @@ class _Connection(asyncio.BufferedProtocol):
         return _RECEIVE_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._discard or self.h11.their_state is h11.ERROR:
+        if self._discard:
+            self._discarded += nbytes
+            if self._discarded > _LINGER_BYTES:
+                self.close(unflushed=True)
+            return
+        if self.h11.their_state is h11.ERROR:
             return
         self.h11.receive_data(bytes(_RECEIVE_BUFFER[:nbytes]))
         if self._started is None:
@@ -410,7 +417,7 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.write_eof()
         self.transport.resume_reading()
         loop = self.server.loop
-        deadline = loop.time() + _LINGER
+        deadline = loop.time() + _LINGER_SECONDS
         while not (self._eof or self._lost) and loop.time() < deadline:
             self._wakeup = loop.create_future()
             try:
