@@ -13,10 +13,12 @@ time are served whatever others hold open. docs/security.md has the measurements
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import concurrent.futures
 import contextlib
 import io
 import logging
+import queue
 import socket
 import sys
 import threading
@@ -58,7 +60,7 @@ class Limits:
     #: response bytes not yet taken by slow readers, all together (the slowest are closed)
     max_unsent_bytes: int = 64 << 20
     #: threads running the app, and complete requests that may wait for one (503 beyond)
-    workers: int = 4
+    workers: int = 8
     max_queued_requests: int = 64
 
 
@@ -93,6 +95,13 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _TLSProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's TLS layer, with a smaller read buffer: asyncio's own allocates (and zeroes)
+    256 KiB for every TLS connection, which is 256 MiB of memory for a thousand of them."""
+
+    max_size = _RECEIVE_SIZE
+
+
 class _Refusal(Exception):
     """The request cannot be served: answer ``status`` and close the connection."""
 
@@ -109,6 +118,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.sock = sock
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
         self.transport: asyncio.Transport | None = None
+        self._raw_transport: asyncio.Transport | None = None  # under TLS, until the handshake
         self.task: asyncio.Task | None = None
         self.busy = False  # a request in the app or its answer being written: never evicted
         self.limits = server.limits
@@ -196,7 +206,9 @@ class _Connection(asyncio.BufferedProtocol):
     def close(self, *, unflushed: bool = False) -> None:
         """Close, after writing what is buffered unless ``unflushed``."""
         self._lost = self._lost or unflushed
-        if self.transport is None:
+        if self.transport is None and self._raw_transport is not None:
+            self._raw_transport.abort()
+        elif self.transport is None:
             self.sock.close()
         elif self._lost:
             self.transport.abort()
@@ -228,13 +240,18 @@ class _Connection(asyncio.BufferedProtocol):
             return False
         remaining = max(0.1, self.limits.handshake_timeout - (loop.time() - started))
         self._tls = True
+        handshake = loop.create_future()
+        tls = _TLSProtocol(
+            loop, self, config.tls, handshake, server_side=True, ssl_handshake_timeout=remaining
+        )
         try:
-            await loop.connect_accepted_socket(
-                lambda: self, self.sock, ssl=config.tls, ssl_handshake_timeout=remaining
-            )
+            self._raw_transport, _ = await loop.connect_accepted_socket(lambda: tls, self.sock)
+            await handshake
         except (OSError, ValueError) as error:  # ssl.SSLError, timeouts and resets too
             log.debug("TLS handshake with %s failed: %s", self.peer, error)
             return False
+        # Encrypted bytes read ahead while a request is in the app: at most this many.
+        self.transport.set_read_buffer_limits(high=_RECEIVE_SIZE * 2)
         allowed = config.client_allowed_sans
         if allowed and not allowed.intersection(_peer_sans(self.transport)):
             log.info("client certificate from %s has no allowed SAN", self.peer)
@@ -488,9 +505,7 @@ class _Server:
         self.buffered = 0
         self._active = 0
         self._connections: OrderedDict[_Connection, None] = OrderedDict()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            limits.workers, thread_name_prefix="http-worker"
-        )
+        self._executor = _Workers(limits.workers)
         self._accepting: asyncio.Task | None = None
 
     def run(self) -> None:
@@ -581,7 +596,38 @@ class _Server:
         future = asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             future.result(timeout)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)
+
+
+class _Workers(concurrent.futures.Executor):
+    """Threads running the app. Unlike ThreadPoolExecutor's, they are daemon threads, which
+    the interpreter does not wait for at exit: an answer still being made (a bcrypt check, say)
+    never holds up the process's end after SIGTERM."""
+
+    def __init__(self, count: int):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._count = count
+        for index in range(count):
+            threading.Thread(target=self._work, name=f"http-worker-{index}", daemon=True).start()
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, fn, args, kwargs))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args, kwargs = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for _ in range(self._count):
+            self._jobs.put(None)
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
