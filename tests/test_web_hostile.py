@@ -372,7 +372,7 @@ def hash_of_cost(cost: int) -> str:
     return bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode().replace("$04$", f"${cost:02d}$")
 
 
-@pytest.mark.parametrize("cost", [3, 15, 31, 99])
+@pytest.mark.parametrize("cost", [3, 13, 31, 99])
 def test_bcrypt_cost_out_of_bounds_is_refused(write_config, cost):
     with pytest.raises(ConfigError) as error:
         load_web_config(write_config({"basic_auth_users": {"alice": hash_of_cost(cost)}}))
@@ -398,7 +398,7 @@ def test_commands_refuse_a_bcrypt_cost_out_of_bounds(tmp_path, command, cost):
 
 
 def test_sigterm_ends_the_exporter_within_5_s_under_a_password_flood(tmp_path):
-    hashed = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(11)).decode()
+    hashed = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(12)).decode()  # the dearest allowed
     web_config = tmp_path / "web.yml"
     web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
     port = free_port()

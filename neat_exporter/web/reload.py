@@ -67,7 +67,11 @@ class LiveWebConfig:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching, after the check in progress (it may be hashing: never cut bcrypt's
+        native code at exit)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -18,7 +18,6 @@ import concurrent.futures
 import contextlib
 import io
 import logging
-import queue
 import socket
 import sys
 import threading
@@ -505,7 +504,11 @@ class _Server:
         self.buffered = 0
         self._active = 0
         self._connections: OrderedDict[_Connection, None] = OrderedDict()
-        self._executor = _Workers(limits.workers)
+        # Not daemon threads: the interpreter waits for an answer in progress at exit, rather
+        # than stopping a thread inside bcrypt's native code (which aborts the process).
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            limits.workers, thread_name_prefix="http-worker"
+        )
         self._accepting: asyncio.Task | None = None
 
     def run(self) -> None:
@@ -596,38 +599,7 @@ class _Server:
         future = asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             future.result(timeout)
-        self._executor.shutdown(wait=False)
-
-
-class _Workers(concurrent.futures.Executor):
-    """Threads running the app. Unlike ThreadPoolExecutor's, they are daemon threads, which
-    the interpreter does not wait for at exit: an answer still being made (a bcrypt check, say)
-    never holds up the process's end after SIGTERM."""
-
-    def __init__(self, count: int):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._count = count
-        for index in range(count):
-            threading.Thread(target=self._work, name=f"http-worker-{index}", daemon=True).start()
-
-    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._jobs.put((future, fn, args, kwargs))
-        return future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn, args, kwargs = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:
-                future.set_exception(error)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for _ in range(self._count):
-            self._jobs.put(None)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -678,7 +650,9 @@ def serve_wsgi(
     """Start serving ``app`` in a background thread and return at once.
 
     ``web_config_file`` (exporter-toolkit format) adds TLS, client certificates, basic auth,
-    response headers and a rate limit. ConfigError when it is invalid or the address is taken.
+    response headers and a rate limit. ``limits`` bounds what clients can make the server hold
+    (the defaults of :class:`Limits` otherwise). ConfigError when the web config is invalid or the
+    address is taken.
     """
     limits = limits or Limits()
     host, port = parse_listen_address(listen, listen_key)
