@@ -501,3 +501,33 @@ def test_reload_waits_for_the_file_to_settle_and_refuses_weaker_versions(tmp_pat
         live.check()
         assert set(live.config.basic_auth_users) == {"b"}
         assert live.config.tls.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_requests_do_not_wait_for_a_reload_hashing(tmp_path, password_hash, monkeypatch):
+    """The dummy hashes of a new version are made by the reload thread: a slow hash (here one
+    second) never holds up requests, as it did when reloads ran in a request."""
+    monkeypatch.setattr(web_reload, "RELOAD_CHECK_INTERVAL", 0.05)
+    config_file = tmp_path / "web.yml"
+    write_web_config(config_file, {"basic_auth_users": {"prometheus": password_hash}})
+    server = serve_wsgi(hello, "127.0.0.1:0", str(config_file))
+    url = f"http://127.0.0.1:{server.address[1]}"
+    real_hashpw = bcrypt.hashpw
+    hashing = threading.Event()
+
+    def slow_hashpw(password, salt):
+        hashing.set()
+        time.sleep(1)
+        return real_hashpw(password, salt)
+
+    monkeypatch.setattr(web_auth.bcrypt, "hashpw", slow_hashpw)
+    try:
+        assert timed_get(url, auth=("prometheus", PASSWORD)) < 2  # verified once: HMAC from now
+        other = bcrypt.hashpw(b"other", bcrypt.gensalt(5)).decode()
+        write_web_config(
+            config_file, {"basic_auth_users": {"prometheus": password_hash, "other": other}}
+        )
+        wait_until(hashing.is_set, 5, "the reload to hash")
+        slowest = max(timed_get(url, auth=("prometheus", PASSWORD)) for _ in range(10))
+        assert slowest < 0.5
+    finally:
+        server.shutdown()
