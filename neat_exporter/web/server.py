@@ -75,6 +75,7 @@ _SAN_TYPES = {"DNS", "IP Address", "email", "URI"}
 _LINGER_SECONDS = 5.0
 _LINGER_BYTES = 16 << 20
 _RECEIVE_SIZE = 16384
+_TLS_SHUTDOWN_TIMEOUT = 1.0
 # The loop runs one callback at a time and every connection copies what it receives out of
 # this buffer at once, so all connections of all servers can share it.
 _RECEIVE_BUFFER = memoryview(bytearray(_RECEIVE_SIZE))
@@ -148,7 +149,7 @@ class _Connection(asyncio.BufferedProtocol):
             if self._discarded > _LINGER_BYTES:
                 self.close(unflushed=True)
             return
-        if self.h11.their_state is h11.ERROR:
+        if self._eof or self.h11.their_state is h11.ERROR:
             return
         self.h11.receive_data(bytes(_RECEIVE_BUFFER[:nbytes]))
         if self._started is None:
@@ -241,7 +242,15 @@ class _Connection(asyncio.BufferedProtocol):
         self._tls = True
         handshake = loop.create_future()
         tls = _TLSProtocol(
-            loop, self, config.tls, handshake, server_side=True, ssl_handshake_timeout=remaining
+            loop,
+            self,
+            config.tls,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=remaining,
+            # Closing waits this long for the client's close_notify (asyncio's default is 30 s,
+            # which a client that never answers would hold a socket for, uncounted).
+            ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
         )
         try:
             self._raw_transport, _ = await loop.connect_accepted_socket(lambda: tls, self.sock)
