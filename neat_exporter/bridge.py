@@ -266,6 +266,8 @@ class Bridge:
             code, body, headers = self._webhook(environ)
             self.webhooks.labels(str(code)).inc()
             return _respond(start_response, code, body, headers)
+        if method not in ("GET", "HEAD"):  # the other pages only read
+            return _respond(start_response, 405, {"error": "use GET"}, [("Allow", "GET, HEAD")])
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
         if path == "/healthz":

@@ -283,7 +283,7 @@ def _check_history_dir(path: str) -> None:
 def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> int:
     """Run the exporter until SIGTERM/SIGINT: HTTP server, decision loop, persistence."""
     from neat_exporter.server import make_app
-    from neat_exporter.web import serve_wsgi
+    from neat_exporter.web import format_address, serve_wsgi
 
     source = open_source(config)
     registry = CollectorRegistry()
@@ -294,7 +294,7 @@ def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> i
     server = serve_wsgi(make_app(registry, daemon), config.listen, config.web_config_file)
     host, port = server.address
     shown = "localhost" if host in ("0.0.0.0", "::") else host
-    url = f"{'https' if server.tls else 'http'}://{shown}:{port}/"
+    url = f"{'https' if server.tls else 'http'}://{format_address(shown, port)}/"
     log.info("listening on %s (source %s, interval %gs)", url, source.name, config.interval)
     if announce:
         announce(url)

@@ -36,6 +36,13 @@ def make_app(
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            # Every page only reads: POST, DELETE, TRACE and the rest are refused.
+            start_response(
+                "405 Method Not Allowed",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+            )
+            return [b"only GET and HEAD\n"]
         if path == "/metrics":
             return metrics_app(environ, start_response)
         if path == "/healthz":

@@ -25,7 +25,7 @@ from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import Bridge
 from neat_exporter.config import BridgeConfig
 from neat_exporter.errors import ConfigError
-from neat_exporter.web import serve_wsgi
+from neat_exporter.web import Limits, serve_wsgi
 
 TOKEN = "t0ken-for-alertmanager"
 VM_A, VM_B = "a0000000-0000-4000-8000-00000000000a", "b0000000-0000-4000-8000-00000000000b"
@@ -62,7 +62,9 @@ class RunningBridge:
             **extra,
         )
         self.app = Bridge(config, self.requester, self.registry, **extra)
-        self.server = serve_wsgi(self.app, config.listen)
+        # As `neat-exporter bridge` serves it: the HTTP layer's body limit is the bridge's.
+        limits = Limits(max_body_bytes=config.max_payload_bytes)
+        self.server = serve_wsgi(self.app, config.listen, limits=limits)
         self.url = f"http://127.0.0.1:{self.server.address[1]}"
 
     def post(self, payload, headers=AUTH, **kwargs) -> requests.Response:

@@ -13,7 +13,7 @@ from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
 from neat_exporter.commands.run import apply_log_level
 from neat_exporter.config import GLOBAL_MANAGER_MODES, load_config
-from neat_exporter.web import serve_wsgi
+from neat_exporter.web import Limits, serve_wsgi
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,16 @@ def main(args: argparse.Namespace) -> int:
     )
     app = Bridge(config.bridge, requester, registry)
     server = serve_wsgi(
-        app, config.bridge.listen, config.web_config_file, listen_key="bridge.listen"
+        app,
+        config.bridge.listen,
+        config.web_config_file,
+        listen_key="bridge.listen",
+        limits=Limits(max_body_bytes=config.bridge.max_payload_bytes),
     )
-    host, port = server.address
     log.info(
-        "listening on %s://%s:%d%s (global manager mode %s)",
-        "https" if server.tls else "http",
-        host,
-        port,
-        WEBHOOK_PATH,
+        "listening on %s%s (global manager mode %s)",
+        server.url,
+        WEBHOOK_PATH.lstrip("/"),
         config.global_manager.mode,
     )
     if config.global_manager.mode == "off":
