@@ -15,7 +15,7 @@ $(BIN)/.runtime: pyproject.toml
 
 # Everything the tests use: libvirt binding, plotting, test tools.
 $(BIN)/.test: pyproject.toml $(BIN)/.runtime
-	$(BIN)/pip install -q -e '.[libvirt,plot,test]'
+	$(BIN)/pip install -q -e '.[libvirt,plot,test,openstack]'
 	touch $@
 
 system-packages:
