@@ -21,11 +21,20 @@ $(BIN)/.test: pyproject.toml $(BIN)/.runtime
 system-packages:
 	./scripts/install-system-packages.sh
 
+# The OpenStack services the `openstack` tests start (tests/openstack_cloud.py), in their own venv
+# so that the project's stays small.
+OPENSTACK_VENV ?= .venv-openstack
+$(OPENSTACK_VENV)/.installed: tests/openstack-requirements.txt
+	$(PYTHON) -m venv $(OPENSTACK_VENV)
+	$(OPENSTACK_VENV)/bin/pip install -q --upgrade pip
+	$(OPENSTACK_VENV)/bin/pip install -q -r tests/openstack-requirements.txt
+	touch $@
+
 demo: $(BIN)/.runtime
 	$(BIN)/neat-exporter demo $(DEMO_ARGS)
 
 test: system-packages
-	$(MAKE) $(BIN)/.test
+	$(MAKE) $(BIN)/.test $(OPENSTACK_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,4 +51,4 @@ bench: $(BIN)/.test
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OPENSTACK_VENV) .pytest_cache .ruff_cache .hypothesis

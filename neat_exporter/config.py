@@ -26,6 +26,7 @@ from neat_exporter.web import parse_listen_address
 
 SOURCE_TYPES = ("libvirt", "directory", "replay")
 GLOBAL_MANAGER_MODES = ("off", "dry_run", "on")
+WATCHER_MODES = ("off", "on")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 REDACTED = "<redacted>"
@@ -104,6 +105,12 @@ def _choice(*choices: str):
     return check
 
 
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value
+
+
 def _listen(key: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = f":{value}"
@@ -143,6 +150,7 @@ SCHEMA: dict[str, Any] = {
     "history_dir": _Key(None, _optional(_string)),
     "host_cpu_usable_by_vms": _Key(1.0, _number(positive=True, high=1.0)),
     "network_migration_bandwidth": _Key(10, _number(positive=True)),
+    "ceilometer_series": _Key(False, _boolean),
     "source": {
         "type": _Key("libvirt", _choice(*SOURCE_TYPES)),
         "libvirt": {
@@ -181,6 +189,18 @@ SCHEMA: dict[str, Any] = {
         "queue_size": _Key(100, _integer(1)),
         "dedup_ttl": _Key(3600, _number(low=0)),
         "max_payload_bytes": _Key(1048576, _integer(1)),
+    },
+    "watcher": {
+        "mode": _Key("off", _choice(*WATCHER_MODES)),
+        "cloud": _Key(None, _optional(_string)),
+        "clouds_yaml": _Key(None, _optional(_string)),
+        "region_name": _Key(None, _optional(_string)),
+        "interface": _Key("public", _choice("public", "internal", "admin")),
+        "url": _Key(None, _optional(_url)),
+        "timeout": _Key(10, _number(positive=True)),
+        "retries": _Key(3, _integer(0)),
+        "backoff": _Key(0.5, _number(low=0)),
+        "audits": _Key({}, lambda key, value: _audits(key, value)),
     },
 }
 
@@ -249,6 +269,35 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class WatcherConfig:
+    """The bridge's OpenStack Watcher trigger; credentials come from clouds.yaml or ``OS_*``."""
+
+    mode: str
+    cloud: str | None
+    clouds_yaml: str | None
+    region_name: str | None
+    interface: str
+    url: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    audits: Mapping[str, str]
+    """Alert name or ``neat_reason`` value -> the UUID or name of a Watcher EVENT audit."""
+
+
+def _audits(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            key, f"must be a mapping of alert name or reason to audit, got {value!r:.60}"
+        )
+    for name, audit in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(key, f"keys must be alert names or reasons, got {name!r:.60}")
+        _string(f"{key}.{name}", audit)
+    return dict(value)
+
+
+@dataclass(frozen=True)
 class Config:
     host: str | None
     """The name the global manager knows; None = ask the source (libvirt), else the hostname."""
@@ -265,8 +314,11 @@ class Config:
     algorithms: AlgorithmSet
     global_manager: GlobalManagerConfig
     bridge: BridgeConfig
+    watcher: WatcherConfig
     origin: str = "<defaults>"
     """Where the configuration came from (a path, ``<flags>``, ...), for messages."""
+    ceilometer_series: bool = False
+    """Also publish ceilometer_cpu and ceilometer_memory_usage for OpenStack Watcher."""
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -509,6 +561,7 @@ def _build(
         history_dir=history_dir,
         host_cpu_usable_by_vms=values["host_cpu_usable_by_vms"],
         network_migration_bandwidth=values["network_migration_bandwidth"],
+        ceilometer_series=values["ceilometer_series"],
         source=SourceConfig(
             type=source["type"],
             libvirt=LibvirtSourceConfig(**source["libvirt"]),
@@ -520,8 +573,17 @@ def _build(
         bridge=BridgeConfig(
             **bridge, bearer_token=bearer_token, basic_auth_password=basic_auth_password
         ),
+        watcher=_watcher(values["watcher"]),
         origin=origin,
     )
+
+
+def _watcher(values: dict[str, Any]) -> WatcherConfig:
+    if values["mode"] == "on" and not values["audits"]:
+        raise ConfigError("watcher.audits", "mode is on but no alert or reason maps to an audit")
+    if values["clouds_yaml"] is not None and not Path(values["clouds_yaml"]).is_file():
+        raise ConfigError("watcher.clouds_yaml", f"{values['clouds_yaml']}: no such file")
+    return WatcherConfig(**values)
 
 
 # --- printing ----------------------------------------------------------------------------------
