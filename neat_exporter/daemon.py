@@ -148,7 +148,7 @@ class Daemon:
         # history older than the latest cycle shown.
         self.wait_for_persist()
         # Encoded for /metrics before it is shown: scrapes see the old or the new, whole.
-        self.exposition.publish(snapshot_families(snapshot))
+        self.exposition.publish(snapshot_families(snapshot, self.config.ceilometer_series))
         self.snapshot = snapshot
         self.metrics.decisions.labels(snapshot.decision).inc()
         self.last_error = None
