@@ -200,7 +200,7 @@ SCHEMA: dict[str, Any] = {
         "timeout": _Key(10, _number(positive=True)),
         "retries": _Key(3, _integer(0)),
         "backoff": _Key(0.5, _number(low=0)),
-        "audits": _Key({}, lambda key, value: _audits(key, value)),
+        "audits": _Key([], lambda key, value: _audits(key, value)),
     },
 }
 
@@ -286,15 +286,21 @@ class WatcherConfig:
 
 
 def _audits(key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            key, f"must be a mapping of alert name or reason to audit, got {value!r:.60}"
-        )
-    for name, audit in value.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(key, f"keys must be alert names or reasons, got {name!r:.60}")
-        _string(f"{key}.{name}", audit)
-    return dict(value)
+    """``[{match: alert name or neat_reason, audit: UUID or name}, ...]`` as a mapping."""
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be a list of {{match, audit}} entries, got {value!r:.60}")
+    audits: dict[str, str] = {}
+    for index, entry in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"match", "audit"}:
+            raise ConfigError(
+                where, f"must have exactly the keys match and audit, got {entry!r:.60}"
+            )
+        match = _string(f"{where}.match", entry["match"])
+        if match in audits:
+            raise ConfigError(f"{where}.match", f"{match!r} is mapped twice")
+        audits[match] = _string(f"{where}.audit", entry["audit"])
+    return audits
 
 
 @dataclass(frozen=True)
@@ -579,6 +585,8 @@ def _build(
 
 
 def _watcher(values: dict[str, Any]) -> WatcherConfig:
+    if isinstance(values["audits"], list):  # the default, not checked
+        values["audits"] = _audits("watcher.audits", values["audits"])
     if values["mode"] == "on" and not values["audits"]:
         raise ConfigError("watcher.audits", "mode is on but no alert or reason maps to an audit")
     if values["clouds_yaml"] is not None and not Path(values["clouds_yaml"]).is_file():

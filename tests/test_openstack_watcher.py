@@ -61,7 +61,13 @@ def test_firing_alert_triggers_a_watcher_event_audit(openstack_cloud, session, t
     port = free_port()
     config = {
         "bridge": {"listen": f"127.0.0.1:{port}"},
-        "watcher": {"mode": "on", "audits": {"NeatHostUnderloaded": audit, "overload": other}},
+        "watcher": {
+            "mode": "on",
+            "audits": [
+                {"match": "NeatHostUnderloaded", "audit": audit},
+                {"match": "overload", "audit": other},
+            ],
+        },
     }
     (tmp_path / "bridge.yml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
@@ -99,7 +105,7 @@ def test_firing_alert_triggers_a_watcher_event_audit(openstack_cloud, session, t
 
 def test_watcher_refusals_are_clear_and_not_retried(openstack_cloud, session):
     client = WatcherClient(
-        watcher_config(audits={"x": "y"}).watcher,
+        watcher_config(audits=[{"match": "x", "audit": "y"}]).watcher,
         session=openstack_cloud.session(),
     )
     unknown = client.trigger("9f4bd0f6-7c1c-4e5b-9b3a-2ad9b1c0c0de")
@@ -119,7 +125,9 @@ def test_wrong_credentials_are_a_clear_failure(openstack_cloud, tmp_path):
     clouds = tmp_path / "clouds.yaml"
     auth = openstack_cloud.auth(password="wrong-secret")
     clouds.write_text(yaml.safe_dump({"clouds": {"ost": {"auth": auth}}}))
-    config = watcher_config(cloud="ost", clouds_yaml=str(clouds), audits={"x": "y"}).watcher
+    config = watcher_config(
+        cloud="ost", clouds_yaml=str(clouds), audits=[{"match": "x", "audit": "y"}]
+    ).watcher
     outcome = WatcherClient(config).trigger("any")
     assert not outcome.ok and outcome.attempts == 1
     assert outcome.detail.startswith("Keystone refused the credentials")
@@ -147,7 +155,7 @@ def test_5xx_answers_are_retried(openstack_cloud):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        config = watcher_config(url=url, audits={"x": "y"}).watcher
+        config = watcher_config(url=url, audits=[{"match": "x", "audit": "y"}]).watcher
         outcome = WatcherClient(config, session=openstack_cloud.session()).trigger("audit-1")
     finally:
         server.shutdown()

@@ -166,9 +166,10 @@ class _DomainSample(NamedTuple):  # tuples: built a thousand times per cycle, ch
     name: str
     cpu_time_ns: int
     max_memory_kib: int
-    used_memory_kib: int | None
     at: float
     """time.monotonic() when the counter was read."""
+    used_memory_kib: int | None = None
+    """Memory in use as Ceilometer counts it (see _used_memory_kib)."""
 
 
 @dataclass(slots=True)
@@ -395,7 +396,7 @@ def _domain_sample(
             used_memory = memory
     elif max_memory is None:
         max_memory = domain.maxMemory()
-    return _DomainSample(uuid, domain.name(), int(cpu_time), int(max_memory), used_memory, at)
+    return _DomainSample(uuid, domain.name(), int(cpu_time), int(max_memory), at, used_memory)
 
 
 def _used_memory_kib(stats: dict[str, Any]) -> int | None:
