@@ -17,9 +17,8 @@ Credentials and tokens are never logged.
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from neat_exporter.config import WatcherConfig
 from neat_exporter.errors import ConfigError
+from neat_exporter.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,6 @@ class WatcherTrigger:
         client_factory: Callable[[WatcherConfig], WatcherClient] = WatcherClient,
     ):
         self.config = config
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
         self.triggers = Counter(
             "neat_bridge_watcher_triggers",
             "Watcher audits triggered through the webhook, by result (sent, failed, queue_full).",
@@ -176,57 +172,40 @@ class WatcherTrigger:
         for result in RESULTS:
             self.triggers.labels(result)
         self._client = client_factory(config)
-        self._worker = threading.Thread(target=self._work, name="watcher-trigger", daemon=True)
-        self._worker.start()
+        self._worker: QueueWorker[str] = QueueWorker("watcher-trigger", self._trigger, queue_size)
 
     def submit(self, audit: str) -> bool:
         """Queue a trigger of ``audit``; False (and counted) when the queue is full."""
-        with self._lock:
-            try:
-                self._queue.put_nowait(audit)
-            except queue.Full:
-                self.triggers.labels("queue_full").inc()
-                log.warning("Watcher trigger of audit %s dropped: the queue is full", audit)
-                return False
-            self._pending += 1
-        return True
+        if self._worker.offer(audit):
+            return True
+        self.triggers.labels("queue_full").inc()
+        log.warning("Watcher trigger of audit %s dropped: the queue is full", audit)
+        return False
 
-    def _work(self) -> None:
-        while True:
-            audit = self._queue.get()
-            if audit is None:
-                return
-            started = time.monotonic()
-            try:
-                outcome = self._client.trigger(audit)
-            except Exception:  # a bug must not kill the worker and stop every trigger
-                log.exception("Watcher trigger of audit %s failed unexpectedly", audit)
-                outcome = TriggerOutcome(False, None, 1, "internal error")
-            self.duration.observe(time.monotonic() - started)
-            self.triggers.labels("sent" if outcome.ok else "failed").inc()
-            if outcome.ok:
-                log.info("triggered Watcher audit %s", audit)
-            else:
-                log.error(
-                    "Watcher audit %s not triggered after %d attempt(s): %s",
-                    audit,
-                    outcome.attempts,
-                    outcome.detail,
-                )
-            with self._lock:
-                self._pending -= 1
-                self._idle.notify_all()
+    def _trigger(self, audit: str) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self._client.trigger(audit)
+        except Exception:  # counted as failed; QueueWorker goes on with the next trigger
+            log.exception("Watcher trigger of audit %s failed unexpectedly", audit)
+            outcome = TriggerOutcome(False, None, 1, "internal error")
+        self.duration.observe(time.monotonic() - started)
+        self.triggers.labels("sent" if outcome.ok else "failed").inc()
+        if outcome.ok:
+            log.info("triggered Watcher audit %s", audit)
+        else:
+            log.error(
+                "Watcher audit %s not triggered after %d attempt(s): %s",
+                audit,
+                outcome.attempts,
+                outcome.detail,
+            )
 
     def wait_idle(self, timeout: float) -> bool:
-        with self._lock:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        return self._worker.wait_idle(timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self._worker.join(timeout)
+        self._worker.close(timeout)
 
 
 def _watcher_message(response: Any) -> str:
@@ -238,8 +217,6 @@ def _watcher_message(response: Any) -> str:
     message = body.get("error_message", body) if isinstance(body, dict) else body
     if isinstance(message, str):
         try:
-            import json
-
             inner = json.loads(message)
             message = inner.get("faultstring", message) if isinstance(inner, dict) else message
         except ValueError:

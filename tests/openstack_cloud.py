@@ -163,7 +163,9 @@ class OpenStackCloud:
             keystone = pool.submit(self._start_keystone)
             nova_db = pool.submit(self._prepare_nova_databases)
             # Watcher's migrations need MySQL or PostgreSQL; its models create the SQLite schema.
-            watcher_db = pool.submit(self._manage, "watcher-db-manage", "watcher", "create_schema")
+            watcher_db = pool.submit(
+                self._manage, "watcher-db-manage", "watcher.conf", "create_schema"
+            )
             keystone.result()
             nova_db.result()
             watcher_db.result()
@@ -241,9 +243,10 @@ class OpenStackCloud:
         return {**env, **(extra or {})}
 
     def _manage(self, program: str, conf: str, *args: str) -> None:
-        """Run one of the services' set-up commands; fail with its output."""
+        """Run one of the services' set-up commands with the configuration file ``conf`` (a
+        name in the working directory); fail with its output."""
         result = subprocess.run(
-            [str(VENV / "bin" / program), "--config-file", self._conf(conf), *args],
+            [str(VENV / "bin" / program), "--config-file", str(self.workdir / conf), *args],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -365,13 +368,13 @@ class OpenStackCloud:
     def _start_keystone(self) -> None:
         for what in ("fernet_setup", "credential_setup"):
             self._manage(
-                "keystone-manage", "keystone", what, "--keystone-user", "root",
+                "keystone-manage", "keystone.conf", what, "--keystone-user", "root",
                 "--keystone-group", "root",
             )  # fmt: skip
-        self._manage("keystone-manage", "keystone", "db_sync")
+        self._manage("keystone-manage", "keystone.conf", "db_sync")
         self._manage(
             "keystone-manage",
-            "keystone",
+            "keystone.conf",
             "bootstrap",
             "--bootstrap-password",
             self.password,
@@ -393,21 +396,8 @@ class OpenStackCloud:
         )
 
     def _prepare_nova_databases(self) -> None:
-        conf = ["--config-file", str(self.workdir / "nova" / "nova.conf")]
-
         def nova_manage(*args: str) -> None:
-            result = subprocess.run(
-                [str(VENV / "bin" / "nova-manage"), *conf, *args],
-                env=self._env(),
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"nova-manage {' '.join(args)} failed:\n{result.stdout[-1500:]}"
-                    f"{result.stderr[-3000:]}"
-                )
+            self._manage("nova-manage", "nova/nova.conf", *args)
 
         nova_manage("api_db", "sync")
         nova_manage("cell_v2", "map_cell0", "--database_connection", self._database("nova_cell0"))
