@@ -25,6 +25,7 @@ to the cloud over HTTP with openstacksdk and keystoneauth1 only. Processes are s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -57,6 +58,8 @@ IMAGE_UUID = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # GlanceFixture.image1, in 
 FLAVOR = "ost-small"
 FLAVOR_RAM_MB = 512
 BRING_UP_TIMEOUT = 240.0
+# Keyed by this file's text: a change to the set-up makes a new cache.
+DATABASE_CACHE = VENV / "db-cache" / hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def missing_parts() -> str | None:
@@ -159,16 +162,25 @@ class OpenStackCloud:
         self._write_configs()
         self._start_rabbitmq()
         self._start_postgres()
-        with ThreadPoolExecutor(3) as pool:  # the database set-ups are independent
-            keystone = pool.submit(self._start_keystone)
-            nova_db = pool.submit(self._prepare_nova_databases)
-            # Watcher's migrations need MySQL or PostgreSQL; its models create the SQLite schema.
-            watcher_db = pool.submit(
-                self._manage, "watcher-db-manage", "watcher.conf", "create_schema"
-            )
-            keystone.result()
-            nova_db.result()
-            watcher_db.result()
+        if not self._restore_databases():
+            with ThreadPoolExecutor(3) as pool:  # the database set-ups are independent
+                keystone = pool.submit(self._prepare_keystone)
+                nova_db = pool.submit(self._prepare_nova_databases)
+                # Watcher's own schema creation: quicker than its migrations.
+                watcher_db = pool.submit(
+                    self._manage, "watcher-db-manage", "watcher.conf", "create_schema"
+                )
+                keystone.result()
+                nova_db.result()
+                watcher_db.result()
+            self._save_databases()
+        self._start_service(
+            "keystone",
+            "wsgi",
+            "keystone.wsgi.api",
+            self.ports["keystone"],
+            env={"OS_KEYSTONE_CONFIG_FILES": self._conf("keystone")},
+        )
         self._start_service(
             "placement",
             "wsgi",
@@ -354,18 +366,80 @@ class OpenStackCloud:
             env=self._env(),
         )  # fmt: skip
         self._wait_port("postgres", "postgres", 60)
-        psql = [str(POSTGRES_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"])]
+        psql = [str(POSTGRES_BIN / "psql"), *self._postgres_address()]
         for name in DATABASES:
             _wait(
                 lambda name=name: subprocess.run(
-                    [*psql, "-U", "ost", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
+                    [*psql, "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
                     capture_output=True, env=self._env(), timeout=30,
                 ).returncode == 0,
                 30,
                 f"PostgreSQL to create database {name}",
             )  # fmt: skip
 
-    def _start_keystone(self) -> None:
+    # The databases as the set-up commands leave them (migrated, Keystone bootstrapped), with
+    # Keystone's keys and admin password, are kept in the services' venv after the first
+    # bring-up: restoring them takes seconds where the commands take minutes. Only the ports
+    # differ from one bring-up to the next; they are written into the restored rows.
+
+    def _restore_databases(self) -> bool:
+        if not (DATABASE_CACHE / "password").exists():
+            return False
+        for name in DATABASES:
+            self._psql(name, "-f", str(DATABASE_CACHE / f"{name}.sql"))
+        for keys in ("fernet-keys", "credential-keys"):
+            shutil.rmtree(self.workdir / keys)
+            shutil.copytree(DATABASE_CACHE / keys, self.workdir / keys)
+        self.password = (DATABASE_CACHE / "password").read_text()
+        cell0 = "00000000-0000-0000-0000-000000000000"
+        self._psql("keystone", "-c", f"UPDATE endpoint SET url = '{self.auth_url}'")
+        self._psql(
+            "nova_api",
+            "-c",
+            "UPDATE cell_mappings SET "
+            f"database_connection = CASE WHEN uuid = '{cell0}' "
+            f"THEN '{self._database('nova_cell0')}' ELSE '{self._database('nova')}' END, "
+            f"transport_url = CASE WHEN uuid = '{cell0}' "
+            f"THEN transport_url ELSE '{self.transport_url}' END",
+        )
+        return True
+
+    def _save_databases(self) -> None:
+        """Keep the set-up's result for the next bring-ups (atomically: a concurrent run keeps
+        its own or finds a complete one)."""
+        staging = Path(tempfile.mkdtemp(prefix="ost-db-cache-", dir=VENV))
+        try:
+            for name in DATABASES:
+                result = subprocess.run(
+                    [str(POSTGRES_BIN / "pg_dump"), *self._postgres_address(), "--no-owner",
+                     "-d", name, "-f", str(staging / f"{name}.sql")],
+                    capture_output=True, text=True, env=self._env(), timeout=120,
+                )  # fmt: skip
+                if result.returncode != 0:
+                    raise RuntimeError(f"pg_dump {name} failed: {result.stderr[-2000:]}")
+            for keys in ("fernet-keys", "credential-keys"):
+                shutil.copytree(self.workdir / keys, staging / keys)
+            (staging / "password").write_text(self.password)
+            DATABASE_CACHE.parent.mkdir(exist_ok=True)
+            staging.rename(DATABASE_CACHE)
+        except OSError:
+            pass  # another bring-up saved it first, or the venv is read-only: no cache
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _postgres_address(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", "ost"]
+
+    def _psql(self, database: str, *args: str) -> None:
+        result = subprocess.run(
+            [str(POSTGRES_BIN / "psql"), *self._postgres_address(), "-q", "-v",
+             "ON_ERROR_STOP=1", "-d", database, *args],
+            capture_output=True, text=True, env=self._env(), timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"psql on {database} failed: {result.stderr[-2000:]}")
+
+    def _prepare_keystone(self) -> None:
         for what in ("fernet_setup", "credential_setup"):
             self._manage(
                 "keystone-manage", "keystone.conf", what, "--keystone-user", "root",
@@ -386,13 +460,6 @@ class OpenStackCloud:
             self.auth_url,
             "--bootstrap-region-id",
             REGION,
-        )
-        self._start_service(
-            "keystone",
-            "wsgi",
-            "keystone.wsgi.api",
-            self.ports["keystone"],
-            env={"OS_KEYSTONE_CONFIG_FILES": self._conf("keystone")},
         )
 
     def _prepare_nova_databases(self) -> None:

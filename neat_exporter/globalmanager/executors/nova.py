@@ -231,6 +231,15 @@ class NovaExecutor:
                 and result.error.startswith("the migration ended")
             )
             if not retry:
+                if result.outcome in (MigrationOutcome.FAILED, MigrationOutcome.UNVERIFIED):
+                    log.error(
+                        "live migration of %s from %s to %s %s: %s",
+                        migration.vm_uuid,
+                        migration.source,
+                        migration.destination,
+                        result.outcome,
+                        result.error,
+                    )
                 return result
             log.warning(
                 "live migration of %s from %s to %s failed (%s); retrying once more",
