@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import secrets
 import shutil
@@ -58,8 +59,7 @@ IMAGE_UUID = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # GlanceFixture.image1, in 
 FLAVOR = "ost-small"
 FLAVOR_RAM_MB = 512
 BRING_UP_TIMEOUT = 240.0
-# Keyed by this file's text: a change to the set-up makes a new cache.
-DATABASE_CACHE = VENV / "db-cache" / hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+STOP_GRACE = 5.0
 
 
 def missing_parts() -> str | None:
@@ -159,10 +159,15 @@ class OpenStackCloud:
 
     def start(self) -> None:
         started = time.monotonic()
+        cached = (DATABASE_CACHE / "password").exists()
+        if cached:  # the admin password is in the cached Keystone database
+            self.password = (DATABASE_CACHE / "password").read_text()
         self._write_configs()
         self._start_rabbitmq()
         self._start_postgres()
-        if not self._restore_databases():
+        if cached:
+            self._restore_databases()
+        else:
             with ThreadPoolExecutor(3) as pool:  # the database set-ups are independent
                 keystone = pool.submit(self._prepare_keystone)
                 nova_db = pool.submit(self._prepare_nova_databases)
@@ -225,12 +230,12 @@ class OpenStackCloud:
     def stop(self) -> None:
         """Stop every service with its process group (its session: the workers Nova forks,
         RabbitMQ's Erlang VM under its start script): SIGTERM to all at once, SIGKILL to what
-        is left after 10 s; then remove the files."""
+        is left after STOP_GRACE seconds; then remove the files."""
         processes = list(self.processes.values())
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_GRACE
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(max(0.1, deadline - time.monotonic()))
@@ -382,15 +387,12 @@ class OpenStackCloud:
     # bring-up: restoring them takes seconds where the commands take minutes. Only the ports
     # differ from one bring-up to the next; they are written into the restored rows.
 
-    def _restore_databases(self) -> bool:
-        if not (DATABASE_CACHE / "password").exists():
-            return False
+    def _restore_databases(self) -> None:
         for name in DATABASES:
             self._psql(name, "-f", str(DATABASE_CACHE / f"{name}.sql"))
         for keys in ("fernet-keys", "credential-keys"):
             shutil.rmtree(self.workdir / keys)
             shutil.copytree(DATABASE_CACHE / keys, self.workdir / keys)
-        self.password = (DATABASE_CACHE / "password").read_text()
         cell0 = "00000000-0000-0000-0000-000000000000"
         self._psql("keystone", "-c", f"UPDATE endpoint SET url = '{self.auth_url}'")
         self._psql(
@@ -402,7 +404,6 @@ class OpenStackCloud:
             f"transport_url = CASE WHEN uuid = '{cell0}' "
             f"THEN transport_url ELSE '{self.transport_url}' END",
         )
-        return True
 
     def _save_databases(self) -> None:
         """Keep the set-up's result for the next bring-ups (atomically: a concurrent run keeps
@@ -421,6 +422,8 @@ class OpenStackCloud:
                 shutil.copytree(self.workdir / keys, staging / keys)
             (staging / "password").write_text(self.password)
             DATABASE_CACHE.parent.mkdir(exist_ok=True)
+            for stale in DATABASE_CACHE.parent.iterdir():  # made by an older set-up
+                shutil.rmtree(stale, ignore_errors=True)
             staging.rename(DATABASE_CACHE)
         except OSError:
             pass  # another bring-up saved it first, or the venv is read-only: no cache
@@ -617,6 +620,24 @@ class OpenStackCloud:
             "[nova_client]\nendpoint_type = publicURL\n"
             "[placement_client]\ninterface = public\n"
         )
+
+
+def _set_up_digest() -> str:
+    """What the cached databases depend on: the set-up code and the services' versions."""
+    parts = [
+        inspect.getsource(method)
+        for method in (
+            OpenStackCloud._write_configs,
+            OpenStackCloud._prepare_keystone,
+            OpenStackCloud._prepare_nova_databases,
+            OpenStackCloud._start_postgres,
+        )
+    ]
+    parts.append(ROOT.joinpath("tests", "openstack-requirements.txt").read_text())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+DATABASE_CACHE = VENV / "db-cache" / _set_up_digest()
 
 
 class ServiceDied(RuntimeError):
