@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from neat_exporter.config import GlobalManagerConfig
 from neat_exporter.errors import ConfigError, InputError
 from neat_exporter.identifiers import check_host_name, check_vm_uuid
 from neat_exporter.vocabulary import Reason
+from neat_exporter.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +205,7 @@ class MigrationRequester:
         self._clock = clock
         self._last_request: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._pending = 0
         self._full = False  # the queue was found full and nothing was queued since
-        self._idle = threading.Condition(self._lock)
         self.requests = Counter(
             f"{metric_prefix}s",
             "Migration requests for the global manager by reason and result "
@@ -226,7 +223,7 @@ class MigrationRequester:
             for result in self.RESULTS:
                 self.requests.labels(reason.label, result)
         self._client: GlobalManagerClient | None = None
-        self._worker: threading.Thread | None = None
+        self._worker: QueueWorker | None = None
         if config.mode == "on":
             if config.username is None or config.password is None:
                 raise ConfigError("global_manager", "mode is on but the credentials are missing")
@@ -236,8 +233,7 @@ class MigrationRequester:
                 timeout=config.timeout,
                 retries=config.retries,
             )
-            self._worker = threading.Thread(target=self._work, name="global-manager", daemon=True)
-            self._worker.start()
+            self._worker = QueueWorker("global-manager", self._send, queue_size)
 
     def submit(self, host: str, reason: Reason | int, vm_uuids: Sequence[str]) -> Submission:
         """Ask for ``vm_uuids`` to leave ``host``; all its VMs for an underload."""
@@ -272,9 +268,7 @@ class MigrationRequester:
                     reason.label,
                 )
                 return Submission.DRY_RUN
-            try:
-                self._queue.put_nowait((host, reason, tuple(vm_uuids)))
-            except queue.Full:
+            if not self._worker.offer((host, reason, tuple(vm_uuids))):
                 self.requests.labels(reason.label, "queue_full").inc()
                 if not self._full:  # once until a request is queued again, not once per drop
                     self._full = True
@@ -283,65 +277,49 @@ class MigrationRequester:
                         "manager (further drops are only counted until the queue has room)",
                         reason.label,
                         host,
-                        self._queue.maxsize,
+                        self._worker.maxsize,
                     )
                 return Submission.QUEUE_FULL
             self._full = False
             self._last_request[host] = now
-            self._pending += 1
         return Submission.QUEUED
 
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            host, reason, vm_uuids = item
-            started = time.monotonic()
-            try:
-                outcome = self._client.send(host, reason, vm_uuids)
-            except Exception:  # a bug must not kill the worker and silently stop all requests
-                log.exception("global manager request for %s failed unexpectedly", host)
-                outcome = RequestOutcome(False, None, 1, "internal error")
-            self.duration.observe(time.monotonic() - started)
-            result = "sent" if outcome.ok else "failed"
-            self.requests.labels(reason.label, result).inc()
-            if outcome.ok:
-                log.info(
-                    "asked the global manager to migrate %s from %s (%s)",
-                    ",".join(vm_uuids) or "all VMs",
-                    host,
-                    reason.label,
-                )
-            else:
-                log.error(
-                    "%s request for %s failed after %d attempt(s): %s",
-                    reason.label,
-                    host,
-                    outcome.attempts,
-                    outcome.detail,
-                )
-            with self._lock:
-                self._pending -= 1
-                self._idle.notify_all()
+    def _send(self, item: tuple[str, Reason, tuple[str, ...]]) -> None:
+        host, reason, vm_uuids = item
+        started = time.monotonic()
+        try:
+            outcome = self._client.send(host, reason, vm_uuids)
+        except Exception:  # counted as failed; QueueWorker goes on with the next request
+            log.exception("global manager request for %s failed unexpectedly", host)
+            outcome = RequestOutcome(False, None, 1, "internal error")
+        self.duration.observe(time.monotonic() - started)
+        result = "sent" if outcome.ok else "failed"
+        self.requests.labels(reason.label, result).inc()
+        if outcome.ok:
+            log.info(
+                "asked the global manager to migrate %s from %s (%s)",
+                ",".join(vm_uuids) or "all VMs",
+                host,
+                reason.label,
+            )
+        else:
+            log.error(
+                "%s request for %s failed after %d attempt(s): %s",
+                reason.label,
+                host,
+                outcome.attempts,
+                outcome.detail,
+            )
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued request has been answered; False on timeout."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        return self._worker is None or self._worker.wait_idle(timeout)
 
     @property
     def queue_length(self) -> int:
-        return self._queue.qsize()
+        return 0 if self._worker is None else self._worker.queue_length
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the worker once the queue is drained (waits at most ``timeout`` seconds)."""
-        if self._worker is None:
-            return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return  # the daemon thread ends with the process
-        self._worker.join(timeout)
-        if not self._worker.is_alive():
+        if self._worker is not None and self._worker.close(timeout):
             self._client.close()

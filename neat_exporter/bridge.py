@@ -9,6 +9,11 @@ those labels send nothing. An alert whose ``host`` or ``vm_uuid`` is not a valid
 (:mod:`neat_exporter.identifiers`: "a,b" is not one VM) is left out and counted; labels that are
 not text or longer than 1024 characters make the payload malformed (400).
 
+Firing alerts can also start OpenStack Watcher audits: ``watcher.audits`` maps an alert name
+(label ``alertname``), else a ``neat_reason``, to an EVENT audit, which a
+:class:`~neat_exporter.watcher.WatcherTrigger` starts through Watcher's webhook, once per audit
+per webhook.
+
 Alertmanager re-sends a group's alerts on every ``group_interval`` change and ``repeat_interval``;
 an alert (its fingerprint and start time) leads to at most one request within ``dedup_ttl``.
 The webhook answers at once: requests go through the bounded queue of a
@@ -45,11 +50,13 @@ from neat_exporter.identifiers import (
     shown,
 )
 from neat_exporter.vocabulary import Reason
+from neat_exporter.watcher import WatcherTrigger
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhook"
 REASON_LABEL = "neat_reason"
+ALERTNAME_LABEL = "alertname"
 HOST_LABEL = "host"
 VM_LABEL = "vm_uuid"
 _MAX_REMEMBERED = 100_000  # dedup keys kept at most, whatever the TTL
@@ -203,15 +210,18 @@ class Bridge:
         requester: MigrationRequester,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.monotonic,
+        watcher: WatcherTrigger | None = None,
     ):
         self.config = config
         self.requester = requester
+        self.watcher = watcher
         self._auth = _Authenticator(config)
-        if requester.config.mode == "on" and not self._auth.enabled:
+        if (requester.config.mode == "on" or watcher is not None) and not self._auth.enabled:
             raise ConfigError(
                 "bridge.bearer_token_file",
-                "global_manager.mode is on, so the webhook can trigger migrations: set a bearer "
-                "token or basic auth (bridge.basic_auth_username and basic_auth_password_file)",
+                "global_manager.mode or watcher.mode is on, so the webhook can trigger "
+                "migrations: set a bearer token or basic auth (bridge.basic_auth_username and "
+                "basic_auth_password_file)",
             )
         self._remembered = _Remembered(config.dedup_ttl, clock)
         self._lock = threading.Lock()
@@ -231,7 +241,7 @@ class Bridge:
         self.ignored = Counter(
             "neat_bridge_alerts_ignored",
             "Firing alerts without the neat_reason and host labels (or an overload alert "
-            "without vm_uuid): nothing to ask the global manager.",
+            "without vm_uuid) and mapped to no Watcher audit: nothing to do.",
             registry=registry,
         )
         self.rejected = Counter(
@@ -300,6 +310,7 @@ class Bridge:
 
     def _act(self, alerts: list[Alert]) -> tuple[int, dict, list[tuple[str, str]]]:
         groups: dict[tuple[str, Reason], tuple[set[str], list[str]]] = {}
+        audits: dict[str, list[str]] = {}
         summary = {"requests": [], "ignored": 0, "duplicates": 0, "rejected": 0}
         first_rejection = None
         with self._lock:  # the dedup check and the submit must not interleave between webhooks
@@ -308,25 +319,42 @@ class Bridge:
                 if alert.status != "firing":
                     continue
                 target = _target(alert.labels)
-                if target is None:
+                audit = self._audit(alert.labels)
+                if target is None and audit is None:
                     self.ignored.inc()
                     summary["ignored"] += 1
                     continue
-                rejected_label, error = _invalid_label(target[0], target[2])
-                if rejected_label is not None:
-                    self.rejected.labels(rejected_label).inc()
-                    summary["rejected"] += 1
-                    first_rejection = first_rejection or f"{rejected_label}: {error}"
-                    continue
+                if target is not None:
+                    rejected_label, error = _invalid_label(target[0], target[2])
+                    if rejected_label is not None:
+                        self.rejected.labels(rejected_label).inc()
+                        summary["rejected"] += 1
+                        first_rejection = first_rejection or f"{rejected_label}: {error}"
+                        continue
                 if alert.dedup_key in self._remembered:
                     self.duplicates.inc()
                     summary["duplicates"] += 1
+                    continue
+                if audit is not None:
+                    audits.setdefault(audit, []).append(alert.dedup_key)
+                if target is None:
                     continue
                 host, reason, vm_uuid = target
                 vms, keys = groups.setdefault((host, reason), (set(), []))
                 if vm_uuid:
                     vms.add(vm_uuid)
                 keys.append(alert.dedup_key)
+            busy = False
+            if audits:
+                summary["watcher_audits"] = []
+            for audit, keys in audits.items():
+                queued = self.watcher.submit(audit)
+                if queued:
+                    self._remembered.add(keys)
+                busy |= not queued
+                summary["watcher_audits"].append(
+                    {"audit": audit, "result": "queued" if queued else "queue_full"}
+                )
             dropped = 0
             for (host, reason), (vm_set, keys) in groups.items():
                 vms = sorted(vm_set)
@@ -355,7 +383,18 @@ class Bridge:
                 len(groups),
             )
             return 503, {"error": "the global manager queue is full, retry later", **summary}, []
+        if busy:
+            return 503, {"error": "the Watcher queue is full, retry later", **summary}, []
         return 200, summary, []
+
+    def _audit(self, labels: dict[str, str]) -> str | None:
+        """The Watcher audit an alert starts: by alert name, else by neat_reason."""
+        if self.watcher is None:
+            return None
+        audits = self.watcher.config.audits
+        return audits.get(labels.get(ALERTNAME_LABEL, "")) or audits.get(
+            labels.get(REASON_LABEL, "")
+        )
 
 
 def _target(labels: dict[str, str]) -> tuple[str, Reason, str | None] | None:

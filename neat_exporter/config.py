@@ -26,6 +26,7 @@ from neat_exporter.vocabulary import ALGORITHM_KINDS, AlgorithmConfig, Algorithm
 
 SOURCE_TYPES = ("libvirt", "directory", "replay")
 GLOBAL_MANAGER_MODES = ("off", "dry_run", "on")
+WATCHER_MODES = ("off", "on")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 REDACTED = "<redacted>"
@@ -125,6 +126,12 @@ def _choice(*choices: str):
     return check
 
 
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value
+
+
 def _listen(key: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = f":{value}"
@@ -164,6 +171,7 @@ SCHEMA: dict[str, Any] = {
     "history_dir": _Key(None, _optional(_string)),
     "host_cpu_usable_by_vms": _Key(1.0, _number(positive=True, high=1.0)),
     "network_migration_bandwidth": _Key(10, _number(positive=True)),
+    "ceilometer_series": _Key(False, _boolean),
     "source": {
         "type": _Key("libvirt", _choice(*SOURCE_TYPES)),
         "libvirt": {
@@ -202,6 +210,18 @@ SCHEMA: dict[str, Any] = {
         "queue_size": _Key(100, _integer(1)),
         "dedup_ttl": _Key(3600, _number(low=0)),
         "max_payload_bytes": _Key(1048576, _integer(1)),
+    },
+    "watcher": {
+        "mode": _Key("off", _choice(*WATCHER_MODES)),
+        "cloud": _Key(None, _optional(_string)),
+        "clouds_yaml": _Key(None, _optional(_string)),
+        "region_name": _Key(None, _optional(_string)),
+        "interface": _Key("public", _choice("public", "internal", "admin")),
+        "url": _Key(None, _optional(_url)),
+        "timeout": _Key(10, _number(positive=True)),
+        "retries": _Key(3, _integer(0)),
+        "backoff": _Key(0.5, _number(low=0)),
+        "audits": _Key([], lambda key, value: _audits(key, value)),
     },
 }
 
@@ -270,6 +290,41 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class WatcherConfig:
+    """The bridge's OpenStack Watcher trigger; credentials come from clouds.yaml or ``OS_*``."""
+
+    mode: str
+    cloud: str | None
+    clouds_yaml: str | None
+    region_name: str | None
+    interface: str
+    url: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    audits: Mapping[str, str]
+    """Alert name or ``neat_reason`` value -> the UUID or name of a Watcher EVENT audit."""
+
+
+def _audits(key: str, value: Any) -> dict[str, str]:
+    """``[{match: alert name or neat_reason, audit: UUID or name}, ...]`` as a mapping."""
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be a list of {{match, audit}} entries, got {value!r:.60}")
+    audits: dict[str, str] = {}
+    for index, entry in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"match", "audit"}:
+            raise ConfigError(
+                where, f"must have exactly the keys match and audit, got {entry!r:.60}"
+            )
+        match = _string(f"{where}.match", entry["match"])
+        if match in audits:
+            raise ConfigError(f"{where}.match", f"{match!r} is mapped twice")
+        audits[match] = _string(f"{where}.audit", entry["audit"])
+    return audits
+
+
+@dataclass(frozen=True)
 class Config:
     host: str | None
     """The name the global manager knows; None = ask the source (libvirt), else the hostname."""
@@ -286,8 +341,11 @@ class Config:
     algorithms: AlgorithmSet
     global_manager: GlobalManagerConfig
     bridge: BridgeConfig
+    watcher: WatcherConfig
     origin: str = "<defaults>"
     """Where the configuration came from (a path, ``<flags>``, ...), for messages."""
+    ceilometer_series: bool = False
+    """Also publish ceilometer_cpu and ceilometer_memory_usage for OpenStack Watcher."""
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -517,6 +575,7 @@ def _build(
         history_dir=history_dir,
         host_cpu_usable_by_vms=values["host_cpu_usable_by_vms"],
         network_migration_bandwidth=values["network_migration_bandwidth"],
+        ceilometer_series=values["ceilometer_series"],
         source=SourceConfig(
             type=source["type"],
             libvirt=LibvirtSourceConfig(**source["libvirt"]),
@@ -528,8 +587,19 @@ def _build(
         bridge=BridgeConfig(
             **bridge, bearer_token=bearer_token, basic_auth_password=basic_auth_password
         ),
+        watcher=_watcher(values["watcher"]),
         origin=origin,
     )
+
+
+def _watcher(values: dict[str, Any]) -> WatcherConfig:
+    if isinstance(values["audits"], list):  # the default, not checked
+        values["audits"] = _audits("watcher.audits", values["audits"])
+    if values["mode"] == "on" and not values["audits"]:
+        raise ConfigError("watcher.audits", "mode is on but no alert or reason maps to an audit")
+    if values["clouds_yaml"] is not None and not Path(values["clouds_yaml"]).is_file():
+        raise ConfigError("watcher.clouds_yaml", f"{values['clouds_yaml']}: no such file")
+    return WatcherConfig(**values)
 
 
 # --- printing ----------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class Daemon:
         self.wait_for_persist()
         # Encoded for /metrics before it is shown: scrapes see the old or the new, whole.
         try:
-            self.exposition.publish(snapshot_families(snapshot))
+            self.exposition.publish(snapshot_families(snapshot, self.config.ceilometer_series))
         except InputError as error:  # a label that cannot be shown: the last snapshot stays
             return self._fail("publish", error)
         self.snapshot = snapshot

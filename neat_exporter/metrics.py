@@ -30,12 +30,15 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
     return family
 
 
-def snapshot_families(snapshot: Snapshot | None) -> list[Family]:
+def snapshot_families(snapshot: Snapshot | None, ceilometer: bool = False) -> list[Family]:
     """The families that show ``snapshot`` (None before the first cycle: only the build info);
-    the per-VM ones as :class:`GaugeRows`, which neat_exporter.exposition encodes fast."""
+    the per-VM ones as :class:`GaugeRows`, which neat_exporter.exposition encodes fast.
+    ``ceilometer`` adds the series OpenStack Watcher's Prometheus datasource reads."""
     families = list(_build_info())
     if snapshot is not None:
         families += [*_host(snapshot), *_detectors(snapshot), *_vms(snapshot)]
+        if ceilometer:
+            families += list(_ceilometer(snapshot))
     return families
 
 
@@ -164,6 +167,26 @@ def _vms(s: Snapshot) -> Iterator[GaugeRows]:
         "1 for the VMs the latest cycle selected to leave this host.",
         ("vm_uuid",),
         [((vm.uuid,), float(vm.selected)) for vm in vms],
+    )
+
+
+def _ceilometer(s: Snapshot) -> Iterator[GaugeRows]:
+    """The names, label and units of Ceilometer's Prometheus publisher, which Watcher's
+    Prometheus and Aetos datasources query (``rate(ceilometer_cpu{resource=UUID}[...])`` and
+    ``avg_over_time(ceilometer_memory_usage{resource=UUID}[...])``). Gauges, not counters, so
+    that no encoder appends ``_total`` to the cumulative CPU time; ``rate()`` reads them alike."""
+    vms = s.vms
+    yield GaugeRows(
+        "ceilometer_cpu",
+        "Cumulative CPU time of the instance in nanoseconds (Ceilometer's cpu meter).",
+        ("resource",),
+        [((vm.uuid,), vm.cpu_time_ns) for vm in vms if vm.cpu_time_ns is not None],
+    )
+    yield GaugeRows(
+        "ceilometer_memory_usage",
+        "Memory used by the instance in MB (Ceilometer's memory.usage meter).",
+        ("resource",),
+        [((vm.uuid,), vm.memory_used_mb) for vm in vms if vm.memory_used_mb is not None],
     )
 
 

@@ -49,6 +49,8 @@ class VmView:
     memory_max_bytes: float
     selected: bool
     info: Mapping[str, str] = field(default_factory=dict)
+    cpu_time_ns: int | None = None
+    memory_used_mb: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ def build_snapshot(
                 memory_max_bytes=vm.ram_max_mb * MIB,
                 selected=uuid in leaving,
                 info=MappingProxyType(dict(vm.info)),
+                cpu_time_ns=vm.cpu_time_ns,
+                memory_used_mb=vm.memory_used_mb,
             )
             for uuid, vm in sorted(reading.vms.items())
         ),

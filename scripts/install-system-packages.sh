@@ -2,12 +2,15 @@
 # System packages the test suite needs (Debian 12): libvirt for the binding and a private
 # libvirtd, qemu for real VMs, Prometheus/promtool and Alertmanager for the end-to-end tests;
 # podman, runc and mmdebstrap build and run the container image (`make image`), and
-# systemd-analyze checks the systemd units; headless chromium renders the landing page.
+# systemd-analyze checks the systemd units; headless chromium renders the landing page;
+# RabbitMQ and PostgreSQL for the OpenStack control plane (run privately, never as services).
 # Runs only as root; otherwise it says what is missing and the tests that need it skip.
 set -euo pipefail
 packages=(libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients qemu-system-x86
           prometheus prometheus-alertmanager
           podman runc mmdebstrap systemd chromium)
+# The OpenStack control plane of the `openstack` tests: its message broker and its database.
+packages+=(rabbitmq-server postgresql)
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-system-packages: not root, skipping apt; tests needing ${packages[*]} will skip if absent" >&2

@@ -169,6 +169,7 @@ class Prometheus:
         rule_files: list[Path] = (),
         alertmanager: str | None = None,
         scrape_scheme: str = "http",
+        target_labels: dict[str, str] | None = None,
     ):
         binary = require_program("prometheus")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,9 @@ class Prometheus:
                 {
                     "job_name": "neat",
                     "scheme": scrape_scheme,
-                    "static_configs": [{"targets": list(targets)}],
+                    "static_configs": [
+                        {"targets": list(targets), "labels": dict(target_labels or {})}
+                    ],
                 }
             ],
         }

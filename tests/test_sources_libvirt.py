@@ -302,3 +302,13 @@ def _collect_or_none(source: LibvirtSource):
             return None
 
     return attempt
+
+
+def test_memory_in_use_as_ceilometer_counts_it():
+    """Guest statistics give available − unused; without them, the balloon's current size."""
+    from neat_exporter.sources.libvirt import _used_memory_kib
+
+    guest = {"balloon.current": 2097152, "balloon.available": 2000000, "balloon.unused": 500000}
+    assert _used_memory_kib(guest) == 1500000
+    assert _used_memory_kib({"balloon.current": 2097152}) == 2097152
+    assert _used_memory_kib({}) is None

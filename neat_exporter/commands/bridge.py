@@ -13,6 +13,7 @@ from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
 from neat_exporter.commands.run import apply_log_level
 from neat_exporter.config import GLOBAL_MANAGER_MODES, load_config
+from neat_exporter.watcher import WatcherTrigger
 from neat_exporter.web import Limits, serve_wsgi
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="receive Alertmanager webhooks and ask Neat's global manager to migrate VMs",
         description="Receives Alertmanager webhooks on /webhook: firing alerts labelled "
         "neat_reason (underload/overload) and host (plus vm_uuid for overload) become Neat "
-        "global manager requests, one per host and reason. Uses the config's global_manager "
-        "and bridge sections.",
+        "global manager requests, one per host and reason; alerts mapped in watcher.audits "
+        "start OpenStack Watcher audits. Uses the config's global_manager, bridge and watcher "
+        "sections.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML configuration (or neat.conf)")
     parser.add_argument(
@@ -76,7 +78,10 @@ def main(args: argparse.Namespace) -> int:
         queue_size=config.bridge.queue_size,
         metric_prefix="neat_bridge_migration_request",
     )
-    app = Bridge(config.bridge, requester, registry)
+    watcher = None
+    if config.watcher.mode == "on":
+        watcher = WatcherTrigger(config.watcher, registry, queue_size=config.bridge.queue_size)
+    app = Bridge(config.bridge, requester, registry, watcher=watcher)
     server = serve_wsgi(
         app,
         config.bridge.listen,
@@ -99,4 +104,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         server.shutdown()
         requester.close(timeout=config.global_manager.timeout)
+        if watcher is not None:
+            watcher.close(timeout=config.watcher.timeout)
     return 0

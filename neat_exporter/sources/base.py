@@ -26,6 +26,10 @@ class VmReading:
     info: Mapping[str, str] = field(default_factory=dict)
     """``neat_vm_info`` labels: domain, instance_name, project_id, project_name, flavor_name,
     user_id (empty strings when unknown)."""
+    cpu_time_ns: int | None = None
+    """Cumulative CPU time of the VM (libvirt's cpu.time), when the source reads it."""
+    memory_used_mb: float | None = None
+    """Memory the VM uses as Ceilometer's ``memory.usage`` counts it, when the source reads it."""
 
 
 @dataclass(frozen=True, slots=True)

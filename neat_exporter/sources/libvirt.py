@@ -169,6 +169,8 @@ class _DomainSample(NamedTuple):  # tuples: built a thousand times per cycle, ch
     max_memory_kib: int
     at: float
     """time.monotonic() when the counter was read."""
+    used_memory_kib: int | None = None
+    """Memory in use as Ceilometer counts it (see _used_memory_kib)."""
 
 
 @dataclass(slots=True)
@@ -296,6 +298,10 @@ class LibvirtSource:
                 cpu_mhz=mhz,
                 ram_max_mb=sample.max_memory_kib / 1024,
                 info=self._info.get(sample.uuid) or _unknown_info(sample.name),
+                cpu_time_ns=sample.cpu_time_ns,
+                memory_used_mb=(
+                    None if sample.used_memory_kib is None else sample.used_memory_kib / 1024
+                ),
             )
         # A VM skipped this time keeps its baseline and metadata: it may be back next cycle.
         present = vms.keys() | fetched.skipped
@@ -384,17 +390,31 @@ def _domain_sample(
     """The domain's counters from the bulk stats, or per domain where the driver lacks a group."""
     cpu_time = stats.get("cpu.time")
     max_memory = stats.get("balloon.maximum")
+    used_memory = _used_memory_kib(stats)
     if cpu_time is None:
         started = time.monotonic()
-        state, info_max_memory, _memory, _vcpus, cpu_time = domain.info()
+        state, info_max_memory, memory, _vcpus, cpu_time = domain.info()
         at = (started + time.monotonic()) / 2
         if state != libvirt.VIR_DOMAIN_RUNNING:
             return None  # stopped since the bulk call
         if max_memory is None:
             max_memory = info_max_memory
+        if used_memory is None:
+            used_memory = memory
     elif max_memory is None:
         max_memory = domain.maxMemory()
-    return _DomainSample(uuid, domain.name(), int(cpu_time), int(max_memory), at)
+    return _DomainSample(uuid, domain.name(), int(cpu_time), int(max_memory), at, used_memory)
+
+
+def _used_memory_kib(stats: dict[str, Any]) -> int | None:
+    """Memory in use as Ceilometer's libvirt inspector computes ``memory.usage``: what the guest
+    reports available minus unused (virtio balloon statistics); without guest statistics, the
+    memory the balloon leaves the guest (``balloon.current``), which is an upper bound."""
+    available, unused = stats.get("balloon.available"), stats.get("balloon.unused")
+    if available is not None and unused is not None:
+        return int(available) - int(unused)
+    current = stats.get("balloon.current")
+    return None if current is None else int(current)
 
 
 def _unknown_info(domain_name: str) -> dict[str, str]:
