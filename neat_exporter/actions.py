@@ -27,7 +27,7 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from neat_exporter.config import GlobalManagerConfig
-from neat_exporter.errors import ConfigError
+from neat_exporter.errors import ConfigError, innermost_cause
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class GlobalManagerClient:
                     self.url, data=self._form(host, reason, vm_uuids), timeout=self.timeout
                 )
             except requests.ConnectionError as error:
-                detail = f"cannot reach the global manager at {self.url}: {_short(error)}"
+                detail = f"cannot reach the global manager at {self.url}: {innermost_cause(error)}"
                 status = None
             except requests.Timeout:
                 return RequestOutcome(
@@ -140,7 +140,8 @@ class GlobalManagerClient:
                     "processing the request; not retried)",
                 )
             except requests.RequestException as error:
-                return RequestOutcome(False, None, attempts, f"request failed: {_short(error)}")
+                detail = f"request failed: {innermost_cause(error)}"
+                return RequestOutcome(False, None, attempts, detail)
             else:
                 status = response.status_code
                 if status == 200:
@@ -174,14 +175,6 @@ class GlobalManagerClient:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _short(error: Exception) -> str:
-    """The innermost cause of a requests error, without the URL repeated three times."""
-    while error.args and isinstance(error.args[0], Exception):
-        error = error.args[0]
-    reason = getattr(error, "reason", None)
-    return str(reason if isinstance(reason, Exception) else error)
 
 
 class MigrationRequester:
