@@ -57,6 +57,8 @@ class Snapshot:
     selected: tuple[str, ...]
     vms: tuple[VmView, ...]
     algorithms: AlgorithmSet
+    memory_bytes: float | None = None
+    """The host's physical memory; None when the source does not know it."""
 
     @property
     def underloaded(self) -> bool:
@@ -115,6 +117,7 @@ def build_snapshot(
             for uuid, vm in sorted(reading.vms.items())
         ),
         algorithms=algorithms,
+        memory_bytes=None if reading.ram_total_mb is None else reading.ram_total_mb * MIB,
     )
 
 

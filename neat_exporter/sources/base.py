@@ -42,6 +42,8 @@ class Reading:
     """Running VMs only, by UUID."""
     skipped_vms: int = 0
     """VMs that errored or vanished during this collection and were left out."""
+    ram_total_mb: float | None = None
+    """The host's physical memory, for the global manager's placement; None when unknown."""
 
     @property
     def cpu_mhz_total(self) -> float:
