@@ -12,6 +12,8 @@ from services import require_program
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "neat-exporter.rules.yml"
+GM_RULES = ROOT / "alerts" / "neat-global-manager.rules.yml"
+RULE_FILES = (RULES, GM_RULES)
 TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 
@@ -24,11 +26,19 @@ EXPECTED_ALERTS = {
     "NeatDecisionStale",
     "NeatMigrationRequestsFailing",
     "NeatMigrationsNotConverging",
+    "NeatGlobalManagerDown",
+    "NeatGlobalManagerMigrationsFailing",
+    "NeatGlobalManagerPowerActionFailing",
+    "NeatGlobalManagerRequestsRefused",
+    "NeatGlobalManagerNoPlacement",
+    "NeatGlobalManagerFleetUnreadable",
+    "NeatGlobalManagerHostExcluded",
+    "NeatGlobalManagerStateNotSaved",
 }
 
 
 def alerting_rules() -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
@@ -37,8 +47,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def test_rules_pass_promtool_check():
-    result = promtool("check", "rules", str(RULES))
+@pytest.mark.parametrize("rules", RULE_FILES, ids=lambda p: p.name)
+def test_rules_pass_promtool_check(rules):
+    result = promtool("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -92,3 +103,26 @@ def test_every_alert_is_tested_firing_and_not_firing():
                 (firing if case.get("exp_alerts") else silent).add(case["alertname"])
     assert firing >= EXPECTED_ALERTS, EXPECTED_ALERTS - firing
     assert silent >= EXPECTED_ALERTS, EXPECTED_ALERTS - silent
+
+
+def test_a_wrong_global_manager_expectation_fails(tmp_path):
+    """The global manager's unit tests can fail too: a wrong expected outcome label does."""
+    [test_file] = [p for p in TESTS if p.name == "neat-global-manager.rules.test.yml"]
+    broken = test_file.read_text().replace("outcome: timeout", "outcome: failed", 1)
+    assert broken != test_file.read_text()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / test_file.name).write_text(broken)
+    (tmp_path / GM_RULES.name).write_text(GM_RULES.read_text())
+    result = promtool("test", "rules", str(tmp_path / "tests" / test_file.name))
+    assert result.returncode == 1
+    assert "NeatGlobalManagerMigrationsFailing" in result.stdout + result.stderr
+
+
+def test_global_manager_alerts_select_its_job_and_series():
+    """They read only the global manager's own series, and its job by the chart's name."""
+    groups = yaml.safe_load(GM_RULES.read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        metrics = set(re.findall(r"\b(neat_[a-z_]+|up)\b", rule["expr"]))
+        assert metrics and all(m.startswith("neat_gm_") or m == "up" for m in metrics), rule
+        if "up" in metrics:
+            assert 'job="neat-global-manager"' in rule["expr"]
