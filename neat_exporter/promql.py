@@ -68,23 +68,31 @@ class PrometheusAPI:
                 f"Prometheus at {self.url}: {expr!r} gave a {data.get('resultType')}, "
                 "not an instant vector"
             )
-        samples = []
-        for series in data.get("result", []):
-            timestamp, value = series["value"]
-            samples.append(Sample(dict(series["metric"]), float(value), float(timestamp)))
-        return samples
+        try:
+            return [
+                Sample(dict(series["metric"]), float(series["value"][1]), float(series["value"][0]))
+                for series in data.get("result", [])
+            ]
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise PrometheusError(self._malformed(expr, error)) from None
+
+    def query_raw(self, expr: str, at: float | None = None) -> list[RangeSeries]:
+        """The raw samples of a range selector (``metric[5m]``) at ``at``: a range vector."""
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        data = self._get("query", params, expr)
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(
+                f"Prometheus at {self.url}: {expr!r} gave a {data.get('resultType')}, "
+                "not a range vector"
+            )
+        return self._matrix(data, expr)
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """The matrix of ``expr`` from ``start`` to ``end`` every ``step`` seconds."""
         params = {"query": expr, "start": start, "end": end, "step": step}
-        data = self._get("query_range", params, expr)
-        return [
-            RangeSeries(
-                dict(series["metric"]),
-                tuple((float(t), float(v)) for t, v in series["values"]),
-            )
-            for series in data.get("result", [])
-        ]
+        return self._matrix(self._get("query_range", params, expr), expr)
 
     def _get(self, endpoint: str, params: Mapping[str, Any], expr: str) -> dict[str, Any]:
         where = f"Prometheus at {self.url}"
@@ -109,6 +117,21 @@ class PrometheusAPI:
         if not isinstance(data, dict):
             raise PrometheusError(f"{where}: answer without data for {expr!r}")
         return data
+
+    def _matrix(self, data: Mapping[str, Any], expr: str) -> list[RangeSeries]:
+        try:
+            return [
+                RangeSeries(
+                    dict(series["metric"]),
+                    tuple((float(t), float(v)) for t, v in series["values"]),
+                )
+                for series in data.get("result", [])
+            ]
+        except (KeyError, TypeError, ValueError) as error:
+            raise PrometheusError(self._malformed(expr, error)) from None
+
+    def _malformed(self, expr: str, error: Exception) -> str:
+        return f"Prometheus at {self.url}: malformed answer to {expr!r} ({error!r:.80})"
 
     def close(self) -> None:
         self.session.close()
