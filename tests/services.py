@@ -30,11 +30,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def require_program(name: str) -> str:
-    """Path of ``name``, or skip the test saying what is missing."""
-    path = shutil.which(name) or next(
+def find_program(name: str) -> str | None:
+    """Path of ``name`` on PATH or in the sbin/bin directories root's PATH would have."""
+    return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
     )
+
+
+def require_program(name: str) -> str:
+    """Path of ``name``, or skip the test saying what is missing."""
+    path = find_program(name)
     if path is None:
         pytest.skip(f"{name} is not installed on this machine (make test installs it as root)")
     return path
