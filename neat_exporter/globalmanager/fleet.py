@@ -17,7 +17,7 @@ kept active, never switched off. :func:`build_fleet` is pure; :func:`read_fleet`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from neat_exporter.promql import PrometheusAPI, RangeSeries, Sample
 
@@ -245,3 +245,36 @@ def read_fleet(
         cycles=api.query_raw(f"neat_last_cycle_timestamp_seconds[{window}]", now),
     )
     return build_fleet(results, now, stale_after)
+
+
+@dataclass(frozen=True)
+class Move:
+    """A migration the exporters may not have seen yet (running, or finished after the
+    source's latest cycle)."""
+
+    vm_uuid: str
+    source: str
+    destination: str
+    time: float
+
+
+def with_moves(fleet: FleetView, moves: Iterable[Move]) -> FleetView:
+    """The fleet as it is once ``moves`` are done: each VM still shown on its source by a cycle
+    older than the move goes to its destination (or just leaves, when the destination has no
+    data yet), so that a plan never counts a VM twice or forgets a running migration."""
+    hosts = {name: dict(host.vms) for name, host in fleet.hosts.items()}
+    for move in moves:
+        source = fleet.hosts.get(move.source)
+        vm = hosts.get(move.source, {}).get(move.vm_uuid)
+        if vm is None or (source.last_cycle is not None and source.last_cycle >= move.time):
+            continue
+        del hosts[move.source][move.vm_uuid]
+        if move.destination in hosts:
+            hosts[move.destination].setdefault(move.vm_uuid, vm)
+    return FleetView(
+        fleet.time,
+        {
+            name: host if hosts[name] == host.vms else replace(host, vms=hosts[name])
+            for name, host in fleet.hosts.items()
+        },
+    )

@@ -29,8 +29,16 @@ POWER_ACTIONS = ("off", "on")
 POWER_RESULTS = ("ok", "failed", "dry_run", "skipped")
 """skipped: the host is protected (never switched off) or the power backend is ``none``."""
 
-EXCLUSION_REASONS = ("stale", "missing_capacity", "missing_ram", "vm_without_data", "asleep")
-"""Why a host took no part in placement as an active host (see fleet.py)."""
+EXCLUSION_REASONS = (
+    "stale",
+    "missing_capacity",
+    "missing_ram",
+    "vm_without_data",
+    "asleep",
+    "in_progress",
+)
+"""Why a host took no part in placement as an active host (see fleet.py; in_progress: another
+plan is moving VMs off it, waking it or switching it off)."""
 
 
 class GlobalManagerMetrics:
@@ -114,7 +122,7 @@ class GlobalManagerMetrics:
         self.host_excluded = Gauge(
             "neat_gm_host_excluded",
             "1 for a host the latest plan left out of placement, by reason (stale, "
-            "missing_capacity, missing_ram, vm_without_data, asleep).",
+            "missing_capacity, missing_ram, vm_without_data, asleep, in_progress).",
             ["host", "reason"],
             registry=registry,
         )

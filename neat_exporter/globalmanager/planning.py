@@ -66,8 +66,11 @@ class Plan:
     """VMs asked for that the plan does not move: uuid → why."""
 
 
-def _excluded(fleet: FleetView, asleep: Iterable[str]) -> dict[str, str]:
+def _excluded(
+    fleet: FleetView, asleep: Iterable[str], unavailable: Mapping[str, str]
+) -> dict[str, str]:
     excluded = {name: ASLEEP for name in asleep}
+    excluded.update(unavailable)
     for name, host in fleet.hosts.items():
         if name not in excluded and host.problems:
             excluded[name] = host.problems[0].reason
@@ -102,11 +105,17 @@ def _migrations(source: str, placement: Mapping[str, str]) -> tuple[Migration, .
 
 
 def execute_underload(
-    fleet: FleetView, host: str, placement: Placement, asleep: Iterable[str] = ()
+    fleet: FleetView,
+    host: str,
+    placement: Placement,
+    asleep: Iterable[str] = (),
+    unavailable: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Neat's ``execute_underload``: move every VM off ``host`` and switch emptied hosts off."""
+    """Neat's ``execute_underload``: move every VM off ``host`` and switch emptied hosts off.
+
+    ``unavailable``: hosts another plan is working on (host → reason): left out and kept on."""
     asleep = set(asleep)
-    excluded = _excluded(fleet, asleep)
+    excluded = _excluded(fleet, asleep, unavailable or {})
     source = fleet.hosts.get(host)
     if source is None or host in asleep:
         why = "asleep" if host in asleep else "no data in Prometheus"
@@ -166,11 +175,13 @@ def execute_overload(
     vm_uuids: Iterable[str],
     placement: Placement,
     asleep: Mapping[str, HostCapacity] | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> Plan:
     """Neat's ``execute_overload``: move ``vm_uuids`` off ``host``, waking sleeping hosts if the
-    placement needs them."""
-    asleep = dict(asleep or {})
-    excluded = _excluded(fleet, asleep)
+    placement needs them. ``unavailable`` as for :func:`execute_underload`."""
+    unavailable = unavailable or {}
+    asleep = {name: c for name, c in (asleep or {}).items() if name not in unavailable}
+    excluded = _excluded(fleet, asleep, unavailable)
     source = fleet.hosts.get(host)
     stale = None if source is None else _stale(source)
     if stale:
