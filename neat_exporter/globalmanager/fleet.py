@@ -249,8 +249,8 @@ def read_fleet(
 
 @dataclass(frozen=True)
 class Move:
-    """A migration the exporters may not have seen yet (running, or finished after the
-    source's latest cycle)."""
+    """A migration the exporters may not have seen yet: finished at ``time`` (after the source's
+    latest cycle), or running (``time`` infinite)."""
 
     vm_uuid: str
     source: str
@@ -266,7 +266,7 @@ def with_moves(fleet: FleetView, moves: Iterable[Move]) -> FleetView:
     for move in moves:
         source = fleet.hosts.get(move.source)
         vm = hosts.get(move.source, {}).get(move.vm_uuid)
-        if vm is None or (source.last_cycle is not None and source.last_cycle >= move.time):
+        if vm is None or (source.last_cycle is not None and source.last_cycle > move.time):
             continue
         del hosts[move.source][move.vm_uuid]
         if move.destination in hosts:
