@@ -16,15 +16,17 @@ its own mount, cgroup and UTS namespaces (see two-hosts.md in the design notes):
   edit of /etc/libvirt/qemu.conf;
 - a hostname equal to the host's name and a private /etc/hosts resolving every host of the
   fixture to 127.0.0.1, so migrations address each other by name over loopback;
-- a cgroup subtree ``<prefix>-<tag>-<name>`` in the cpu, cpuacct and unified hierarchies, seen
-  by the daemon as its root, so VMs of different hosts never share a cgroup.
+- a cgroup subtree ``<prefix>-<pid>-<random>-<name>`` in the cpu, cpuacct and unified
+  hierarchies, seen by the daemon as its root, so VMs of different hosts never share a cgroup
+  (the prefix defaults to $NEAT_TEST_PREFIX, else ``neat-test``).
 
 VMs are the 512-byte boot sectors of busy-vms.md (``"busy"`` spins one core, ``"idle"`` halts),
 32 MiB, one vCPU, TCG; each VM's image lies in the fixture's ``images`` directory, outside every
 bind mount, where every host sees it at the same path (shared storage semantics: migrations need
 ``VIR_MIGRATE_UNSAFE`` because libvirt does not recognise the directory as shared).
 
-Starting N hosts takes ~5 s (the first daemon probes qemu, the others reuse its cache); stopping
+Starting N hosts takes ~5 s (the process's first daemon probes qemu, later ones reuse its
+cache: ~0.3 s); stopping
 destroys the domains, sends SIGTERM to each daemon by PID, kills by PID whatever its cgroup
 subtree still holds (VMs of a daemon killed earlier) and removes the subtrees.
 
@@ -33,7 +35,7 @@ otherwise the tests skip saying what is missing)::
 
     from libvirt_hosts import libvirt_hosts_fixture
 
-    hosts = libvirt_hosts_fixture("host-a", "host-b", scope="module", prefix="myname")
+    hosts = libvirt_hosts_fixture("host-a", "host-b", scope="module")
 
     def test_something(hosts):
         uuid = hosts.start_vm("host-a", "vm1", load="busy")
@@ -48,12 +50,14 @@ or, outside pytest, ``with LibvirtHosts(workdir, ["a", "b"]) as hosts: ...``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import shlex
 import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid as uuid_module
@@ -81,6 +85,8 @@ HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 QEMU_USER_ID = 64055
 START_TIMEOUT_S = 60.0  # a busy 2-core machine stretches qemu's probe from ~4 s to tens
 VIR_ERR_NO_DOMAIN = 42
+# Names the cgroup subtrees, so that runs sharing a machine can tell theirs apart.
+DEFAULT_PREFIX = os.environ.get("NEAT_TEST_PREFIX", "neat-test")
 
 
 def missing_requirements() -> str | None:
@@ -199,14 +205,14 @@ class Host:
         ]  # fmt: skip
         return ["sh", "-ec", "\n".join(outer)]
 
-    def seed_cache(self, other: Host) -> None:
-        """Start with ``other``'s qemu capabilities: libvirt checks them against the binaries'
-        timestamps and probes again only what changed."""
-        source = other.root / "cache" / "qemu" / "capabilities"
-        if source.is_dir():
-            shutil.copytree(
-                source, self.root / "cache" / "qemu" / "capabilities", dirs_exist_ok=True
-            )
+    @property
+    def capabilities_cache(self) -> Path:
+        return self.root / "cache" / "qemu" / "capabilities"
+
+    def seed_cache(self, probed: Path) -> None:
+        """Start with qemu capabilities another daemon probed: libvirt checks them against the
+        binaries' timestamps and probes again only what changed."""
+        shutil.copytree(probed, self.capabilities_cache, dirs_exist_ok=True)
 
     def start(self) -> None:
         """Start the daemon (returns at once; :meth:`wait_ready` waits for it)."""
@@ -280,6 +286,18 @@ class Host:
         wait_until(lambda: not self._pids_in_subtree(), 30, f"the processes of {self.name} to end")
 
 
+# qemu's capabilities as the first daemon of this process probed them (~4 s of CPU each time).
+_probed_capabilities: Path | None = None
+
+
+def _keep_capabilities(cache: Path) -> None:
+    global _probed_capabilities
+    kept = Path(tempfile.mkdtemp(prefix="neat-test-qemu-capabilities-"))
+    atexit.register(shutil.rmtree, kept, True)
+    shutil.copytree(cache, kept, dirs_exist_ok=True)
+    _probed_capabilities = kept
+
+
 def _destroy(domain) -> None:
     import libvirt
 
@@ -319,7 +337,7 @@ class LibvirtHosts:
     """N libvirt hosts named ``names`` under ``workdir`` (started on construction; use as a
     context manager or call :meth:`stop`)."""
 
-    def __init__(self, workdir: Path, names: Sequence[str], prefix: str = "neat-test"):
+    def __init__(self, workdir: Path, names: Sequence[str], prefix: str = DEFAULT_PREFIX):
         reason = missing_requirements()
         if reason:
             raise RuntimeError(reason)
@@ -331,14 +349,17 @@ class LibvirtHosts:
         self.images.mkdir(parents=True, exist_ok=True)
         tag = f"{prefix}-{os.getpid()}-{uuid_module.uuid4().hex[:6]}"
         self.hosts = {name: Host(name, workdir / name, f"{tag}-{name}", names) for name in names}
-        first, *others = self.hosts.values()
+        waiting = list(self.hosts.values())
         try:
-            first.start()
-            first.wait_ready()  # the others start from its capabilities: ~0.3 s instead of ~4 s
-            for host in others:
-                host.seed_cache(first)
+            if _probed_capabilities is None:  # the others start from its cache: ~0.3 s, not ~4 s
+                first = waiting.pop(0)
+                first.start()
+                first.wait_ready()
+                _keep_capabilities(first.capabilities_cache)
+            for host in waiting:
+                host.seed_cache(_probed_capabilities)
                 host.start()
-            _in_parallel(lambda host: host.wait_ready(), others)
+            _in_parallel(lambda host: host.wait_ready(), waiting)
         except BaseException:
             self.stop()
             raise
@@ -426,7 +447,7 @@ class LibvirtHosts:
         _in_parallel(lambda host: host.stop(), self.hosts.values())
 
 
-def libvirt_hosts_fixture(*names: str, scope: str = "module", prefix: str = "neat-test"):
+def libvirt_hosts_fixture(*names: str, scope: str = "module", prefix: str = DEFAULT_PREFIX):
     """A pytest fixture yielding :class:`LibvirtHosts` named ``names``; it skips the test, with
     the reason, where the machine cannot run them."""
 

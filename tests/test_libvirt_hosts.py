@@ -16,7 +16,7 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed
 
 pytestmark = pytest.mark.services
 
-hosts = libvirt_hosts_fixture("gmp-a", "gmp-b", prefix="gmp")
+hosts = libvirt_hosts_fixture("host-a", "host-b")
 
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
@@ -38,35 +38,35 @@ def test_hosts_are_distinct_machines(hosts):
         with hosts.connect(name) as conn:
             uuids.add(ElementTree.fromstring(conn.getCapabilities()).findtext("host/uuid"))
             names.add(conn.getHostname())
-    assert names == {"gmp-a", "gmp-b"}
+    assert names == {"host-a", "host-b"}
     assert len(uuids) == 2  # libvirt refuses to migrate to a host with the same UUID
-    assert hosts.uri_template.format(host="gmp-a") == hosts.uri("gmp-a")
+    assert hosts.uri_template.format(host="host-a") == hosts.uri("host-a")
 
 
 def test_a_busy_vm_live_migrates_peer_to_peer_and_runs_on_one_host(hosts):
-    vm = hosts.start_vm("gmp-a", "gmp-busy", load="busy")
-    assert hosts.running_on(vm) == ["gmp-a"]
+    vm = hosts.start_vm("host-a", "busy-vm", load="busy")
+    assert hosts.running_on(vm) == ["host-a"]
 
     started = time.monotonic()
-    with hosts.connect("gmp-a") as source:
-        source.lookupByUUIDString(vm).migrateToURI3(hosts.uri("gmp-b"), {}, MIGRATE_FLAGS)
+    with hosts.connect("host-a") as source:
+        source.lookupByUUIDString(vm).migrateToURI3(hosts.uri("host-b"), {}, MIGRATE_FLAGS)
     print(f"migration took {time.monotonic() - started:.2f} s")
 
-    assert hosts.running_on(vm) == ["gmp-b"]
-    with hosts.connect("gmp-a") as source, pytest.raises(libvirt.libvirtError) as missing:
+    assert hosts.running_on(vm) == ["host-b"]
+    with hosts.connect("host-a") as source, pytest.raises(libvirt.libvirtError) as missing:
         source.lookupByUUIDString(vm)  # undefined on the source, not merely shut off
     assert missing.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
-    with hosts.connect("gmp-b") as destination:
+    with hosts.connect("host-b") as destination:
         assert destination.lookupByUUIDString(vm).isPersistent()
     # It still spins, on the destination's CPU accounting (its own cgroup).
-    before = cpu_seconds(hosts, "gmp-b", vm)
-    wait_until(lambda: cpu_seconds(hosts, "gmp-b", vm) > before + 0.1, 10, "the VM to use CPU")
+    before = cpu_seconds(hosts, "host-b", vm)
+    wait_until(lambda: cpu_seconds(hosts, "host-b", vm) > before + 0.1, 10, "the VM to use CPU")
 
 
 def test_a_killed_daemon_restarts_and_finds_its_vm_again(hosts):
-    vm = hosts.start_vm("gmp-b", "gmp-idle", load="idle", persistent=False)
-    hosts.kill_libvirtd("gmp-b", signal.SIGKILL)
+    vm = hosts.start_vm("host-b", "idle-vm", load="idle", persistent=False)
+    hosts.kill_libvirtd("host-b", signal.SIGKILL)
     with pytest.raises(libvirt.libvirtError):
         hosts.running_on(vm)  # no honest answer while a daemon is down
-    hosts.restart_libvirtd("gmp-b")
-    assert hosts.running_on(vm) == ["gmp-b"]
+    hosts.restart_libvirtd("host-b")
+    assert hosts.running_on(vm) == ["host-b"]
