@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from services import Exporter, Prometheus
@@ -37,13 +37,16 @@ def selecting_libvirt_config(uri: str) -> dict:
 
 
 @contextlib.contextmanager
-def scraped_exporter(tmp_path: Path, config: dict) -> Iterator[Prometheus]:
+def scraped_exporter(
+    tmp_path: Path, config: dict, more_targets: Sequence[str] = ()
+) -> Iterator[Prometheus]:
     """`neat-exporter run --config` with ``config`` (plus a history directory), scraped by a
-    real Prometheus until it is up; stops both afterwards."""
+    real Prometheus until it is up, with ``more_targets`` in the same job; stops both
+    afterwards."""
     exporter = Exporter(tmp_path, {**config, "history_dir": str(tmp_path / "history")})
     prometheus = None
     try:
-        prometheus = Prometheus(tmp_path / "prometheus", [exporter.address])
+        prometheus = Prometheus(tmp_path / "prometheus", [exporter.address, *more_targets])
         prometheus.wait_for('up{job="neat"} == 1', timeout=30)
         yield prometheus
     finally:
