@@ -126,3 +126,34 @@ def test_global_manager_alerts_select_its_job_and_series():
         assert metrics and all(m.startswith("neat_gm_") or m == "up" for m in metrics), rule
         if "up" in metrics:
             assert 'job="neat-global-manager"' in rule["expr"]
+
+
+def documented_metrics() -> set[str]:
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    return set(re.findall(r"`(neat_[a-z_]*[a-z])", text))  # not the `neat_gm_*` of the prose
+
+
+def test_rules_use_only_documented_metrics():
+    known = documented_metrics()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                for metric in re.findall(r"\bneat_[a-z_]+", rule["expr"]):
+                    base = re.sub(r"_(bucket|sum|count)$", "", metric)
+                    assert metric in known or base in known, f"{path.name}: {metric}"
+
+
+def test_every_global_manager_metric_is_documented():
+    """docs/metrics.md lists exactly what the global manager registers."""
+    from prometheus_client import CollectorRegistry
+
+    from neat_exporter.globalmanager.metrics import GlobalManagerMetrics
+
+    registry = CollectorRegistry()
+    GlobalManagerMetrics(registry)
+    registered = set()
+    for family in registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        registered.add(family.name + suffix)
+    documented = {name for name in documented_metrics() if name.startswith("neat_gm_")}
+    assert registered == documented
