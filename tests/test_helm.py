@@ -999,3 +999,28 @@ def test_global_manager_schema_refuses_what_the_chart_sets_and_inline_secrets():
             with pytest.raises(helm.HelmValuesError):
                 chart.validate_schema(bad)
         chart.validate_schema(GM)
+
+
+def test_global_manager_values_in_the_deployment_guide_render_and_parse(tmp_path):
+    from neat_exporter.globalmanager.config import load_settings
+
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", guide, flags=re.DOTALL)]
+    values = next(b for b in blocks if "globalManager" in b)
+    base = next(b for b in blocks if "serviceMonitor" in b)
+    merged = {**base, **values, "config": {**base["config"], **values["config"]}}
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(merged)
+    objects = manifests(merged)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(rendered_config(objects, "global-manager")))
+    environ = {"NEAT_GLOBAL_MANAGER_USERNAME": "u", "NEAT_GLOBAL_MANAGER_PASSWORD": "p"}
+    settings = load_settings(path, environ=environ)
+    assert settings["executor.type"] == "dry_run"
+    # The exporters' URL is the global manager's Service, at its port, in the guide's release.
+    service = only(objects, "Service", "global-manager")
+    url = rendered_config(objects, "exporter")["global_manager"]["url"]
+    name = service["metadata"]["name"].replace(RELEASE, "neat", 1)
+    port = service["spec"]["ports"][0]["port"]
+    assert url == f"http://{name}.{NAMESPACE}.svc:{port}/"
+    assert only(objects, "ServiceMonitor", "global-manager")
