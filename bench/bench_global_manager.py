@@ -16,10 +16,14 @@ choice of flavours. Then, ``--repeat`` times, timed with the global manager's ow
 - underload plan: Neat's execute_underload for the least busy host;
 - total: fleet + the slower plan (target: under 2 s).
 
-Migration (``--migration``): two libvirt hosts on this machine (tests/libvirt_hosts.py), a
-boot-sector VM moved back and forth ``--migrations`` times through the global manager's libvirt
-executor; printed: the executor's time per migration, libvirt's own job time (the domain's
-completed job statistics, ``time_elapsed``), and the difference, the global manager's overhead.
+Migration (``--migration``): two libvirt hosts on this machine (tests/libvirt_hosts.py), each
+watched by its own exporter, a real Prometheus and ``neat-exporter global-manager --executor
+libvirt``. A boot-sector VM moves back and forth ``--migrations`` times each way, in turn: a bare
+``migrateToURI3`` call with the executor's flags (libvirt's own migration time), the global
+manager's libvirt executor called directly, and a ``PUT /`` overload request answered once the
+VM has moved (fleet read, plan, migration, verification, state and audit). Printed: the medians,
+libvirt's own job time of each (the completed job's ``time_elapsed``), and the differences to
+the bare call: the global manager's overhead per migration.
 
 Run: .venv/bin/python bench/bench_global_manager.py [--hosts 1000 --vms 20000] [--migration]
 """
@@ -42,6 +46,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -340,12 +346,77 @@ def job_seconds(hosts, host: str, vm_uuid: str) -> float:
     return stats["time_elapsed"] / 1000
 
 
-def bench_migration(args) -> None:
-    """Migrations back and forth between two libvirt hosts, alternately through the global
-    manager's libvirt executor and by a bare ``migrateToURI3`` call with the same flags."""
-    import libvirt
-    from libvirt_hosts import LibvirtHosts
+MANAGER_ENV = {"NEAT_GLOBAL_MANAGER_USERNAME": "bench", "NEAT_GLOBAL_MANAGER_PASSWORD": "bench-pw"}
 
+
+@contextlib.contextmanager
+def migration_stack(workdir: Path, names: list[str]) -> Iterator[tuple]:
+    """Two libvirt hosts, each watched by ``neat-exporter run --host NAME`` (1 s cycles), a real
+    Prometheus scraping them and ``neat-exporter global-manager --executor libvirt`` reading it
+    (cooldown 0, answering after the migrations, cpu_threshold raised because every host
+    measures this whole shared machine's CPU as its hypervisor overhead)."""
+    from libvirt_hosts import LibvirtHosts
+    from services import EXPORTER, Exporter, Process, free_port, wait_until
+
+    parts: list = []
+    with LibvirtHosts(workdir / "hosts", names, prefix="gmo") as hosts:
+        try:
+            for name in names:
+                config = {
+                    "host": name,
+                    "interval": 1,
+                    "source": {"type": "libvirt", "libvirt": {"uri": hosts.uri(name)}},
+                    "global_manager": {"mode": "off"},
+                }
+                parts.append(Exporter(workdir / name, config))
+            prometheus = Prometheus(workdir / "prometheus", [e.address for e in parts])
+            parts.append(prometheus)
+            port = free_port()
+            config = {
+                "prometheus": {
+                    "url": prometheus.url,
+                    "stale_after": 6,
+                    "cpu_window": 30,
+                    "host_lookback": 600,
+                },
+                "placement": {"params": {"cpu_threshold": 10}},
+                "policy": {"migration_timeout": 120, "cooldown": 0, "wait_for_migrations": True},
+                "executor": {
+                    "type": "libvirt",
+                    "libvirt": {"uri_template": hosts.uri_template, "unsafe": True},
+                },
+                "state_file": str(workdir / "gm-state.json"),
+                "audit_log": str(workdir / "gm-audit.jsonl"),
+                "listen": f"127.0.0.1:{port}",
+            }
+            (workdir / "gm.yml").write_text(yaml.safe_dump(config))
+            manager = Process(
+                [*EXPORTER, "global-manager", "--config", str(workdir / "gm.yml")],
+                workdir / "gm.log",
+                env={**os.environ, **MANAGER_ENV},
+            )
+            parts.append(manager)
+            url = f"http://127.0.0.1:{port}/"
+            wait_until(lambda: requests.get(f"{url}healthz", timeout=1).ok, 30, "global manager")
+            yield hosts, prometheus, url
+        except Exception:
+            log = workdir / "gm.log"
+            if log.exists():
+                print(f"global manager's log:\n{log.read_text()[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            for part in reversed(parts):
+                part.stop()
+
+
+def bench_migration(args) -> None:
+    """Migrations back and forth between two libvirt hosts, in turn: a bare ``migrateToURI3``
+    call with the executor's flags, the global manager's libvirt executor called directly, and a
+    ``PUT /`` overload request to the running global manager, answered once the VM has moved."""
+    import libvirt
+    from services import wait_until
+
+    from neat_exporter.actions import Credentials, GlobalManagerClient, Reason
     from neat_exporter.globalmanager.executors.base import Migration, MigrationOutcome
     from neat_exporter.globalmanager.executors.libvirt import LibvirtExecutor
 
@@ -357,12 +428,17 @@ def bench_migration(args) -> None:
         | libvirt.VIR_MIGRATE_UNSAFE
     )
     names = ["gmo-bench-a", "gmo-bench-b"]
+    ways = ("bare", "executor", "request")
+    figures: dict[str, list[float]] = {way: [] for way in ways}
+    jobs: dict[str, list[float]] = {way: [] for way in ways}
     with (
         tempfile.TemporaryDirectory(prefix="gmo-bench-") as tmp,
-        LibvirtHosts(Path(tmp), names, prefix="gmo") as hosts,
+        migration_stack(Path(tmp), names) as (hosts, prometheus, url),
     ):
         vm_uuid = hosts.start_vm(names[0], "gmo-bench-vm", load="idle")
         executor = LibvirtExecutor(hosts.uri_template, unsafe=True)
+        credentials = Credentials.from_plain(*MANAGER_ENV.values())
+        client = GlobalManagerClient(url, credentials, timeout=180, retries=0)
         where = names[0]
 
         def bare(destination: str) -> float:
@@ -378,28 +454,46 @@ def bench_migration(args) -> None:
                 raise RuntimeError(f"migration {result.outcome}: {result.error}")
             return result.seconds
 
-        figures: dict[str, list[float]] = {"executor": [], "bare": []}
-        jobs: dict[str, list[float]] = {"executor": [], "bare": []}
+        def through_request(destination: str) -> float:
+            # Not timed: Prometheus must hold a few cycles of the VM on its current host.
+            expr = (
+                f'count_over_time(neat_vm_cpu_usage_hertz{{vm_uuid="{vm_uuid}"}}[30s]) >= 3'
+                f' and on (instance, job) neat_host_info{{host="{where}"}}'
+            )
+            wait_until(lambda: prometheus.query(expr), 60, "the VM in the fleet view", 0.2)
+            started = time.perf_counter()
+            answer = client.send(where, Reason.OVERLOAD, [vm_uuid])
+            seconds = time.perf_counter() - started
+            if not answer.ok or hosts.running_on(vm_uuid) != [destination]:
+                raise RuntimeError(f"request {answer}: the VM runs on {hosts.running_on(vm_uuid)}")
+            return seconds
+
+        run = {"bare": bare, "executor": through_executor, "request": through_request}
         try:
-            for index in range(2 + 2 * args.migrations):
+            for index in range(2 + len(ways) * args.migrations):
                 destination = names[1] if where == names[0] else names[0]
-                way = "executor" if index % 2 else "bare"
-                seconds = (through_executor if way == "executor" else bare)(destination)
+                way = ways[index % len(ways)]
+                seconds = run[way](destination)
                 where = destination
                 if index >= 2:  # the first migration to each host starts its qemu cold
                     figures[way].append(seconds)
                     jobs[way].append(job_seconds(hosts, where, vm_uuid))
-                assert hosts.running_on(vm_uuid) == [where]
+                if hosts.running_on(vm_uuid) != [where]:
+                    raise RuntimeError(f"the VM runs on {hosts.running_on(vm_uuid)}")
         finally:
+            client.close()
             executor.close()
     median = {way: statistics.median(values) for way, values in figures.items()}
     job = {way: statistics.median(values) for way, values in jobs.items()}
     print(
         f"medians of {args.migrations} migrations each way (idle 32 MiB TCG VM, two libvirt "
-        f"hosts on loopback): through the executor {median['executor']:.3f} s (libvirt's job "
-        f"{job['executor']:.3f} s); bare migrateToURI3 {median['bare']:.3f} s (job "
-        f"{job['bare']:.3f} s); the global manager's overhead per migration "
-        f"{(median['executor'] - median['bare']) * 1000:.0f} ms; load average {load_average()}"
+        f"hosts on loopback; libvirt's own job time in brackets): bare migrateToURI3 "
+        f"{median['bare']:.3f} s ({job['bare']:.3f} s); the executor {median['executor']:.3f} s "
+        f"({job['executor']:.3f} s); a PUT / request {median['request']:.3f} s "
+        f"({job['request']:.3f} s). The global manager's overhead per migration: executor "
+        f"{(median['executor'] - median['bare']) * 1000:.0f} ms, whole request "
+        f"{(median['request'] - median['bare']) * 1000:.0f} ms over the bare call; load average "
+        f"{load_average()}"
     )
 
 
