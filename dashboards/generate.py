@@ -750,6 +750,14 @@ def increase_by(metric: str, labels: str) -> str:
     return f"sum by ({labels}) (increase({metric}[$__rate_interval]))"
 
 
+def quantile(q: float, histogram: str, legend: str) -> Dataquery:
+    """A quantile of a global manager histogram over Grafana's interval."""
+    return query(
+        f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[$__rate_interval])))",
+        legend,
+    )
+
+
 def bars(panel: timeseries.Panel) -> timeseries.Panel:
     """Counts per interval as stacked bars."""
     return (
@@ -895,27 +903,9 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
                 "Median and 95th percentile of one live migration, and of reading the fleet "
                 "and planning"
             )
-            .with_target(
-                query(
-                    "histogram_quantile(0.5, sum by (le) (rate("
-                    "neat_gm_migration_duration_seconds_bucket[$__rate_interval])))",
-                    "migration p50",
-                )
-            )
-            .with_target(
-                query(
-                    "histogram_quantile(0.95, sum by (le) (rate("
-                    "neat_gm_migration_duration_seconds_bucket[$__rate_interval])))",
-                    "migration p95",
-                )
-            )
-            .with_target(
-                query(
-                    "histogram_quantile(0.95, sum by (le) (rate("
-                    "neat_gm_plan_duration_seconds_bucket[$__rate_interval])))",
-                    "plan p95",
-                )
-            )
+            .with_target(quantile(0.5, "neat_gm_migration_duration_seconds", "migration p50"))
+            .with_target(quantile(0.95, "neat_gm_migration_duration_seconds", "migration p95"))
+            .with_target(quantile(0.95, "neat_gm_plan_duration_seconds", "plan p95"))
             .unit("s")
             .min(0)
             .span(12)

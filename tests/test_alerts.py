@@ -59,17 +59,37 @@ def test_promtool_unit_tests_pass(test_file):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_wrong_expectation_fails(tmp_path):
-    """The unit tests can fail: the same tests with one label changed do."""
-    [test_file] = [p for p in TESTS if p.name == "neat-exporter.rules.test.yml"]
-    broken = test_file.read_text().replace("vm_uuid: vm-1", "vm_uuid: vm-2", 1)
+@pytest.mark.parametrize(
+    ("rules", "test_name", "right", "wrong", "alert"),
+    [
+        (
+            RULES,
+            "neat-exporter.rules.test.yml",
+            "vm_uuid: vm-1",
+            "vm_uuid: vm-2",
+            "NeatVMSelectedForMigration",
+        ),
+        (
+            GM_RULES,
+            "neat-global-manager.rules.test.yml",
+            "outcome: timeout",
+            "outcome: failed",
+            "NeatGlobalManagerMigrationsFailing",
+        ),
+    ],
+    ids=["exporter", "global-manager"],
+)
+def test_a_wrong_expectation_fails(tmp_path, rules, test_name, right, wrong, alert):
+    """The unit tests can fail: the same tests with one expected label changed do."""
+    [test_file] = [p for p in TESTS if p.name == test_name]
+    broken = test_file.read_text().replace(right, wrong, 1)
     assert broken != test_file.read_text()
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / test_file.name).write_text(broken)
-    (tmp_path / RULES.name).write_text(RULES.read_text())
+    (tmp_path / rules.name).write_text(rules.read_text())
     result = promtool("test", "rules", str(tmp_path / "tests" / test_file.name))
     assert result.returncode == 1
-    assert "NeatVMSelectedForMigration" in result.stdout + result.stderr
+    assert alert in result.stdout + result.stderr
 
 
 def test_every_alert_has_severity_summary_description_and_runbook():
@@ -103,19 +123,6 @@ def test_every_alert_is_tested_firing_and_not_firing():
                 (firing if case.get("exp_alerts") else silent).add(case["alertname"])
     assert firing >= EXPECTED_ALERTS, EXPECTED_ALERTS - firing
     assert silent >= EXPECTED_ALERTS, EXPECTED_ALERTS - silent
-
-
-def test_a_wrong_global_manager_expectation_fails(tmp_path):
-    """The global manager's unit tests can fail too: a wrong expected outcome label does."""
-    [test_file] = [p for p in TESTS if p.name == "neat-global-manager.rules.test.yml"]
-    broken = test_file.read_text().replace("outcome: timeout", "outcome: failed", 1)
-    assert broken != test_file.read_text()
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / test_file.name).write_text(broken)
-    (tmp_path / GM_RULES.name).write_text(GM_RULES.read_text())
-    result = promtool("test", "rules", str(tmp_path / "tests" / test_file.name))
-    assert result.returncode == 1
-    assert "NeatGlobalManagerMigrationsFailing" in result.stdout + result.stderr
 
 
 def test_global_manager_alerts_select_its_job_and_series():
