@@ -745,11 +745,6 @@ def fleet_dashboard() -> model.Dashboard:
     return finish(global_manager_row(dash).build())
 
 
-def increase_by(metric: str, labels: str) -> str:
-    """Events per Grafana interval of a global manager counter, by ``labels``."""
-    return f"sum by ({labels}) (increase({metric}[$__rate_interval]))"
-
-
 def quantile(q: float, histogram: str, legend: str) -> Dataquery:
     """A quantile of a global manager histogram over Grafana's interval."""
     return query(
@@ -758,15 +753,24 @@ def quantile(q: float, histogram: str, legend: str) -> Dataquery:
     )
 
 
-def bars(panel: timeseries.Panel) -> timeseries.Panel:
-    """Counts per interval as stacked bars."""
+def counts(title: str, description: str, counter: str, labels: tuple[str, ...]) -> timeseries.Panel:
+    """Events per Grafana interval of a global manager counter, by ``labels``, as stacked bars
+    half the width."""
+    by = ", ".join(labels)
+    legend = " ".join(f"{{{{{label}}}}}" for label in labels)
     return (
-        panel.draw_style(GraphDrawStyle.BARS)
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .with_target(query(f"sum by ({by}) (increase({counter}[$__rate_interval]))", legend))
+        .draw_style(GraphDrawStyle.BARS)
         .fill_opacity(80)
         .stacking(StackingConfig().mode(StackingMode.NORMAL))
         .unit("short")
         .decimals(0)
         .min(0)
+        .span(12)
+        .height(8)
     )
 
 
@@ -858,43 +862,33 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
             .height(8)
         )
         .with_panel(
-            bars(timeseries.Panel())
-            .title("Requests by outcome")
-            .description(
+            counts(
+                "Requests by outcome",
                 "PUT / requests the global manager answered, by reason and HTTP status "
-                "(200 done; 401/403 bad credentials; 400/412 bad request)"
+                "(200 done; 401/403 bad credentials; 400/412 bad request)",
+                "neat_gm_requests_total",
+                ("reason", "code"),
             )
-            .with_target(
-                query(increase_by("neat_gm_requests_total", "reason, code"), "{{reason}} {{code}}")
-            )
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            bars(timeseries.Panel())
-            .title("Plans by result")
-            .description(
+            counts(
+                "Plans by result",
                 "executed, dry_run, empty (nothing to move), no_placement (no host fits), busy "
-                "(host already being processed), fleet_error (Prometheus unreadable), failed"
+                "(host already being processed), fleet_error (Prometheus unreadable), failed",
+                "neat_gm_plans_total",
+                ("reason", "result"),
             )
-            .with_target(
-                query(increase_by("neat_gm_plans_total", "reason, result"), "{{reason}} {{result}}")
-            )
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            bars(timeseries.Panel())
-            .title("Migrations by outcome")
-            .description(
-                "migrated (verified on the destination), failed, timeout, unverified, dry_run"
+            counts(
+                "Migrations by outcome",
+                "migrated (verified on the destination), failed, timeout, unverified, dry_run",
+                "neat_gm_migrations_total",
+                ("outcome",),
             )
-            .with_target(query(increase_by("neat_gm_migrations_total", "outcome"), "{{outcome}}"))
             .override_by_name("migrated", [fixed_color("green")])
             .override_by_name("failed", [fixed_color("red")])
             .override_by_name("timeout", [fixed_color("orange")])
-            .span(12)
-            .height(8)
         )
         .with_panel(
             timeseries.Panel()
@@ -912,31 +906,22 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
             .height(8)
         )
         .with_panel(
-            bars(timeseries.Panel())
-            .title("Power actions")
-            .description(
+            counts(
+                "Power actions",
                 "Hosts switched off and on, by result: ok, failed, dry_run, skipped "
-                "(protected host or no power backend)"
+                "(protected host or no power backend)",
+                "neat_gm_power_actions_total",
+                ("action", "result"),
             )
-            .with_target(
-                query(
-                    increase_by("neat_gm_power_actions_total", "action, result"),
-                    "{{action}} {{result}}",
-                )
-            )
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            bars(timeseries.Panel())
-            .title("VMs left in place")
-            .description(
+            counts(
+                "VMs left in place",
                 "VMs asked to move that the global manager kept where they were: cooldown, "
-                "opt_out, cap_request, cap_hour, unknown_vm"
+                "opt_out, cap_request, cap_hour, unknown_vm",
+                "neat_gm_vms_skipped_total",
+                ("reason",),
             )
-            .with_target(query(increase_by("neat_gm_vms_skipped_total", "reason"), "{{reason}}"))
-            .span(12)
-            .height(8)
         )
     )
 
