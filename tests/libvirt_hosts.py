@@ -25,10 +25,10 @@ VMs are the 512-byte boot sectors of busy-vms.md (``"busy"`` spins one core, ``"
 bind mount, where every host sees it at the same path (shared storage semantics: migrations need
 ``VIR_MIGRATE_UNSAFE`` because libvirt does not recognise the directory as shared).
 
-Starting N hosts takes ~5 s (the process's first daemon probes qemu, later ones reuse its
-cache: ~0.3 s); stopping
-destroys the domains, sends SIGTERM to each daemon by PID, kills by PID whatever its cgroup
-subtree still holds (VMs of a daemon killed earlier) and removes the subtrees.
+Starting N hosts takes ~0.5 s once qemu's capabilities are cached (.pytest_cache), else ~5 s
+(one daemon probes qemu, the others reuse its cache); stopping destroys the domains, sends
+SIGTERM to each daemon by PID, kills by PID whatever its cgroup subtree still holds (VMs of a
+daemon killed earlier) and removes the subtrees.
 
 Use in a test module (needs root, qemu, libvirtd, unshare and the cgroup v1/hybrid layout;
 otherwise the tests skip saying what is missing)::
@@ -50,14 +50,12 @@ or, outside pytest, ``with LibvirtHosts(workdir, ["a", "b"]) as hosts: ...``.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import re
 import shlex
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid as uuid_module
@@ -212,7 +210,9 @@ class Host:
     def seed_cache(self, probed: Path) -> None:
         """Start with qemu capabilities another daemon probed: libvirt checks them against the
         binaries' timestamps and probes again only what changed."""
-        shutil.copytree(probed, self.capabilities_cache, dirs_exist_ok=True)
+        self.capabilities_cache.mkdir(parents=True, exist_ok=True)
+        for cached in probed.glob("*.xml"):
+            shutil.copyfile(cached, self.capabilities_cache / cached.name)
 
     def start(self) -> None:
         """Start the daemon (returns at once; :meth:`wait_ready` waits for it)."""
@@ -286,16 +286,19 @@ class Host:
         wait_until(lambda: not self._pids_in_subtree(), 30, f"the processes of {self.name} to end")
 
 
-# qemu's capabilities as the first daemon of this process probed them (~4 s of CPU each time).
-_probed_capabilities: Path | None = None
+# qemu's capabilities as a daemon probed them (~4-13 s of a busy machine), kept between runs in
+# pytest's cache directory; libvirt checks them against the binaries and probes what changed.
+KEPT_CAPABILITIES = Path(__file__).resolve().parent.parent / ".pytest_cache" / "qemu-capabilities"
 
 
 def _keep_capabilities(cache: Path) -> None:
-    global _probed_capabilities
-    kept = Path(tempfile.mkdtemp(prefix="neat-test-qemu-capabilities-"))
-    atexit.register(shutil.rmtree, kept, True)
-    shutil.copytree(cache, kept, dirs_exist_ok=True)
-    _probed_capabilities = kept
+    """Copy a daemon's capabilities into KEPT_CAPABILITIES, each file replaced atomically so
+    that concurrent runs read whole files."""
+    KEPT_CAPABILITIES.mkdir(parents=True, exist_ok=True)
+    for probed in cache.glob("*.xml"):
+        partial = KEPT_CAPABILITIES / f".{probed.name}.{os.getpid()}.{threading.get_ident()}"
+        shutil.copyfile(probed, partial)
+        os.replace(partial, KEPT_CAPABILITIES / probed.name)
 
 
 def _destroy(domain) -> None:
@@ -349,17 +352,19 @@ class LibvirtHosts:
         self.images.mkdir(parents=True, exist_ok=True)
         tag = f"{prefix}-{os.getpid()}-{uuid_module.uuid4().hex[:6]}"
         self.hosts = {name: Host(name, workdir / name, f"{tag}-{name}", names) for name in names}
-        waiting = list(self.hosts.values())
+        first, *others = self.hosts.values()
         try:
-            if _probed_capabilities is None:  # the others start from its cache: ~0.3 s, not ~4 s
-                first = waiting.pop(0)
+            if any(KEPT_CAPABILITIES.glob("*.xml")):
+                others.insert(0, first)
+            else:  # the others start from its cache: ~0.3 s instead of ~4-13 s
                 first.start()
                 first.wait_ready()
                 _keep_capabilities(first.capabilities_cache)
-            for host in waiting:
-                host.seed_cache(_probed_capabilities)
+            for host in others:
+                host.seed_cache(KEPT_CAPABILITIES)
                 host.start()
-            _in_parallel(lambda host: host.wait_ready(), waiting)
+            _in_parallel(lambda host: host.wait_ready(), others)
+            _keep_capabilities(first.capabilities_cache)
         except BaseException:
             self.stop()
             raise

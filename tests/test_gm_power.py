@@ -4,8 +4,10 @@ hosts; the command backend with real programs; and the configuration that builds
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,22 +50,22 @@ def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
     if reason:
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("bmcs")
-    with LibvirtHosts(workdir / "hosts", [BMC_HOST]) as hosts:
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor() as pool:
+        # The emulators start while the libvirt host does; they reach it only when asked.
+        vbmc_started = pool.submit(VirtualBMC, workdir / "vbmc")
+        hosts = stack.enter_context(LibvirtHosts(workdir / "hosts", [BMC_HOST]))
+        uri = hosts.uri(BMC_HOST)
+        redfish_started = pool.submit(RedfishEmulator, workdir / "redfish", uri, USER, PASSWORD)
         # Halting boot sectors: they ignore the ACPI button, so a graceful shutdown never ends.
         vm = {
             node: hosts.start_vm(BMC_HOST, node, "idle") for node in ("redfish-node", "ipmi-node")
         }
-        uri = hosts.uri(BMC_HOST)
-        redfish = RedfishEmulator(workdir / "redfish", uri, USER, PASSWORD)
-        vbmc = None
-        try:
-            vbmc = VirtualBMC(workdir / "vbmc")
-            port = vbmc.add("ipmi-node", uri, USER, PASSWORD)
-            yield Bmcs(hosts, redfish.url, port, vm)
-        finally:
-            redfish.stop()
-            if vbmc is not None:
-                vbmc.stop()
+        vbmc = vbmc_started.result()
+        stack.callback(vbmc.stop)
+        redfish = redfish_started.result()
+        stack.callback(redfish.stop)
+        port = vbmc.add("ipmi-node", uri, USER, PASSWORD)
+        yield Bmcs(hosts, redfish.url, port, vm)
 
 
 def redfish(bmcs: Bmcs, password: str = PASSWORD, **options) -> RedfishPower:
