@@ -222,6 +222,11 @@ def test_command_failures_and_timeouts_are_power_errors(tmp_path):
     )
     with pytest.raises(PowerError, match=r"still off 0\.3 s after asking for on"):
         never.power_on("h1")
+    missing = CommandPower(
+        {"h1": CommandTarget(sleep=("true",), wake=("true",), state=("/nonexistent/ping",))}
+    )
+    with pytest.raises(PowerError, match=r"^h1: cannot run the state command \(/nonexistent"):
+        missing.power_state("h1")  # a broken configuration, not a host that is off
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -8,8 +8,9 @@ clock and the pause between polls are injected.
 from __future__ import annotations
 
 import enum
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,10 @@ class PowerState(enum.StrEnum):
 class PowerError(Exception):
     """A power action failed: one clear line naming the host and the BMC's answer (never
     credentials)."""
+
+
+class ProgramTimeout(PowerError):
+    """A program a backend ran did not end in time (it was killed)."""
 
 
 class PowerBackend(Protocol):
@@ -95,3 +100,23 @@ def checked_host_name(host: str) -> str:
     ):
         raise PowerError(f"not a usable host name: {host!r:.80}")
     return host
+
+
+def run_program(
+    host: str, what: str, argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` (no shell) for ``host``, its output captured as text, within ``timeout``."""
+    try:
+        return subprocess.run(
+            list(argv), env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ProgramTimeout(f"{host}: {what} did not end within {timeout:g} s") from None
+    except OSError as error:
+        raise PowerError(f"{host}: cannot run {what} ({argv[0]}): {error.strerror}") from None
+
+
+def failure(done: subprocess.CompletedProcess) -> str:
+    """Why a program failed: its exit status and the last line it wrote to stderr."""
+    lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
+    return f"exit status {done.returncode}" + (f": {lines[-1][:300]}" if lines else "")

@@ -19,7 +19,10 @@ from neat_exporter.globalmanager.power.base import (
     PowerError,
     PowerState,
     PowerTiming,
+    ProgramTimeout,
     checked_host_name,
+    failure,
+    run_program,
     switch,
 )
 
@@ -65,7 +68,7 @@ class CommandPower:
         def act() -> None:
             done = self._run(host, target, action, getattr(target, action))
             if done.returncode != 0:
-                raise PowerError(f"{host}: {action} command failed: {_reason(done)}")
+                raise PowerError(f"{host}: {action} command failed: {failure(done)}")
 
         if target.state is None:
             act()
@@ -75,7 +78,7 @@ class CommandPower:
     def _state(self, host: str, target: CommandTarget) -> PowerState:
         try:
             done = self._run(host, target, "state", target.state)
-        except PowerError:
+        except ProgramTimeout:
             return PowerState.OFF  # no answer in time: not reachable
         return PowerState.ON if done.returncode == 0 else PowerState.OFF
 
@@ -83,24 +86,4 @@ class CommandPower:
         self, host: str, target: CommandTarget, action: str, template: Sequence[str]
     ) -> subprocess.CompletedProcess:
         argv = [argument.replace("{host}", host) for argument in template]
-        try:
-            return subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=target.timing.request_timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise PowerError(
-                f"{host}: {action} command did not end within {target.timing.request_timeout:g} s"
-            ) from None
-        except OSError as error:
-            raise PowerError(
-                f"{host}: cannot run the {action} command {argv[0]!r}: {error.strerror}"
-            ) from None
-
-
-def _reason(done: subprocess.CompletedProcess) -> str:
-    lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
-    return f"exit status {done.returncode}" + (f": {lines[-1][:300]}" if lines else "")
+        return run_program(host, f"the {action} command", argv, target.timing.request_timeout)

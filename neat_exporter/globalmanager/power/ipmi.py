@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +16,8 @@ from neat_exporter.globalmanager.power.base import (
     PowerState,
     PowerTiming,
     checked_host_name,
+    failure,
+    run_program,
     switch,
 )
 
@@ -91,23 +92,13 @@ class IpmiPower:
             "-N", "1", "-R", str(max(1, int(target.timing.request_timeout) // 2)),
             *command,
         ]  # fmt: skip
-        try:
-            done = subprocess.run(
-                argv,
-                env={**os.environ, "IPMI_PASSWORD": target.password},
-                capture_output=True,
-                text=True,
-                timeout=target.timing.request_timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise PowerError(
-                f"{host}: {where} did not answer within {target.timing.request_timeout:g} s"
-            ) from None
-        except OSError as error:
-            raise PowerError(f"{host}: cannot run ipmitool: {error.strerror}") from None
+        done = run_program(
+            host,
+            f"ipmitool for {where}",
+            argv,
+            target.timing.request_timeout,
+            env={**os.environ, "IPMI_PASSWORD": target.password},
+        )
         if done.returncode != 0:
-            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-            reason = lines[-1][:300] if lines else f"ipmitool exited with {done.returncode}"
-            raise PowerError(f"{host}: {where}: {reason}")
+            raise PowerError(f"{host}: {where}: {failure(done)}")
         return done.stdout
