@@ -183,8 +183,20 @@ class LibvirtExecutor:
         worker.start()
         worker.join(max(0.0, timeout))
         if worker.is_alive():
-            with contextlib.suppress(libvirt.libvirtError):
+            # Before qemu starts sending, libvirt marks the job and cancels it when it gets there.
+            try:
                 domain.abortJob()
+                aborted = "job aborted"
+            except libvirt.libvirtError as error:
+                aborted = f"abort failed: {_one_line(error)}"
+            log.warning(
+                "migration of %s from %s to %s exceeded its timeout (%.0f s): %s",
+                migration.vm_uuid,
+                migration.source,
+                migration.destination,
+                timeout,
+                aborted,
+            )
             worker.join(ABORT_GRACE)
             outcome, error = MigrationOutcome.TIMEOUT, f"not done within {timeout:.0f} s: aborted"
             return self._verified(migration, outcome, started, error)
