@@ -87,6 +87,12 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (it may be multi-threaded)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median_seconds(function, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
@@ -315,7 +321,10 @@ def bench_planning(args) -> None:
             migration_time=0,
         )
         busiest, selected, idlest = busiest_and_idlest(view)
+        prometheus_cpu, own_cpu = cpu_seconds(prometheus.process.pid), time.process_time()
         fleet_s, view = median_seconds(fleet, args.repeat)
+        prometheus_cpu = (cpu_seconds(prometheus.process.pid) - prometheus_cpu) / args.repeat
+        own_cpu = (time.process_time() - own_cpu) / args.repeat
         overload_s, overload = median_seconds(
             lambda: execute_overload(view, busiest, selected, placement), args.repeat
         )
@@ -327,6 +336,11 @@ def bench_planning(args) -> None:
             print(f"  {answer:7.1f} ms  {expr}")
         print(f"overload plan for {busiest}: {overload.result}, {overload.detail}")
         print(f"underload plan for {idlest}: {underload.result}, {underload.detail}")
+        print(
+            f"CPU time per fleet read: Prometheus {prometheus_cpu:.2f} s, the global manager's "
+            f"client {own_cpu:.2f} s (queries run one after another take about their sum, "
+            f"{prometheus_cpu + own_cpu:.2f} s, on an idle machine)"
+        )
         total = fleet_s + max(overload_s, underload_s)
         print(
             f"medians of {args.repeat}: fleet queries {fleet_s * 1000:.0f} ms, overload plan "
