@@ -59,15 +59,7 @@ class PrometheusAPI:
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """The instant vector of ``expr`` (at ``at``, or Prometheus' now)."""
-        params: dict[str, Any] = {"query": expr}
-        if at is not None:
-            params["time"] = at
-        data = self._get("query", params, expr)
-        if data.get("resultType") != "vector":
-            raise PrometheusError(
-                f"Prometheus at {self.url}: {expr!r} gave a {data.get('resultType')}, "
-                "not an instant vector"
-            )
+        data = self._instant(expr, at, "vector", "an instant vector")
         try:
             return [
                 Sample(dict(series["metric"]), float(series["value"][1]), float(series["value"][0]))
@@ -78,21 +70,23 @@ class PrometheusAPI:
 
     def query_raw(self, expr: str, at: float | None = None) -> list[RangeSeries]:
         """The raw samples of a range selector (``metric[5m]``) at ``at``: a range vector."""
-        params: dict[str, Any] = {"query": expr}
-        if at is not None:
-            params["time"] = at
-        data = self._get("query", params, expr)
-        if data.get("resultType") != "matrix":
-            raise PrometheusError(
-                f"Prometheus at {self.url}: {expr!r} gave a {data.get('resultType')}, "
-                "not a range vector"
-            )
-        return self._matrix(data, expr)
+        return self._matrix(self._instant(expr, at, "matrix", "a range vector"), expr)
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """The matrix of ``expr`` from ``start`` to ``end`` every ``step`` seconds."""
         params = {"query": expr, "start": start, "end": end, "step": step}
         return self._matrix(self._get("query_range", params, expr), expr)
+
+    def _instant(self, expr: str, at: float | None, kind: str, name: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        data = self._get("query", params, expr)
+        if data.get("resultType") != kind:
+            raise PrometheusError(
+                f"Prometheus at {self.url}: {expr!r} gave a {data.get('resultType')}, not {name}"
+            )
+        return data
 
     def _get(self, endpoint: str, params: Mapping[str, Any], expr: str) -> dict[str, Any]:
         where = f"Prometheus at {self.url}"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,6 +23,7 @@ from neat_exporter.globalmanager.service import Policy
 from neat_exporter.web import serve_wsgi
 
 USER, PASSWORD = "admin", "adminpassword"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sha1(text: str) -> str:
@@ -162,3 +164,22 @@ def test_check_config_prints_the_effective_configuration(tmp_path):
     )
     assert result.returncode == 2
     assert "error: listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_example_configuration_is_valid_and_names_every_key():
+    from neat_exporter.globalmanager.config import SCHEMA
+
+    example = ROOT / "global-manager.example.yml"
+    environ = {"NEAT_GLOBAL_MANAGER_USERNAME": USER, "NEAT_GLOBAL_MANAGER_PASSWORD": PASSWORD}
+    settings = load_settings(example, {}, environ)
+    assert settings["executor.type"] == "dry_run"
+    text = example.read_text()
+
+    def keys(schema, prefix=""):
+        for name, spec in schema.items():
+            yield name
+            if isinstance(spec, dict):
+                yield from keys(spec)
+
+    missing = [name for name in keys(SCHEMA) if f"{name}:" not in text]
+    assert missing == []

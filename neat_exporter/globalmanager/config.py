@@ -28,6 +28,7 @@ from neat_exporter.config import (
     _number,
     _optional,
     _parse_yaml,
+    _plain,
     _read_text,
     _secret,
     _string,
@@ -180,14 +181,7 @@ def load_settings(
 def effective_settings(settings: GlobalManagerSettings) -> dict[str, Any]:
     """Every key's value for printing, secrets redacted (the hosts' BMC sections too)."""
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        return value
-
-    out = plain(settings.values)
+    out = _plain(settings.values)
     out["username"] = REDACTED if settings.username else UNSET
     out["password"] = REDACTED if settings.password else UNSET
     out["hosts"] = {name: _redact_secrets(entry) for name, entry in out["hosts"].items()}

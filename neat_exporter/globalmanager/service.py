@@ -441,47 +441,45 @@ class GlobalManagerService:
         )
 
     def _switch_off(self, record: PlanRecord, source_emptied: bool) -> bool:
-        """Power off the plan's emptied hosts; False when an action failed."""
-        plan = record.plan
+        """Power off the plan's emptied hosts, all at once; False when an action failed."""
+        hosts = record.plan.switch_off
+        with ThreadPoolExecutor(min(8, len(hosts)), "gm-power") as pool:
+            return all(pool.map(lambda h: self._switch_off_one(record, h, source_emptied), hosts))
+
+    def _switch_off_one(self, record: PlanRecord, host: str, source_emptied: bool) -> bool:
+        if host == record.plan.host and not source_emptied:
+            self._power_event(record, "off", host, "skipped", "not every VM left the host")
+            return True
+        if any(fnmatch.fnmatchcase(host, p) for p in self.policy.never_switch_off):
+            self._power_event(record, "off", host, "skipped", "never_switch_off")
+            return True
+        if self.dry_run or self.power is None:
+            result = "dry_run" if self.dry_run else "skipped"
+            self._power_event(record, "off", host, result, "" if self.dry_run else "no backend")
+            return True
+        remaining = self.executor.vms_on(host)
+        if remaining:
+            self._power_event(record, "off", host, "skipped", f"{len(remaining)} VM(s) on it")
+            return True
         fleet = self.latest_fleet
-        ok = True
-        for host in plan.switch_off:
-            if host == plan.host and not source_emptied:
-                self._power_event(record, "off", host, "skipped", "not every VM left the host")
-                continue
-            if any(fnmatch.fnmatchcase(host, p) for p in self.policy.never_switch_off):
-                self._power_event(record, "off", host, "skipped", "never_switch_off")
-                continue
-            if self.dry_run or self.power is None:
-                result = "dry_run" if self.dry_run else "skipped"
-                why = "" if self.dry_run else "no power backend"
-                self._power_event(record, "off", host, result, why)
-                continue
-            remaining = self.executor.vms_on(host)
-            if remaining:
-                self._power_event(
-                    record, "off", host, "skipped", f"{len(remaining)} VM(s) still on it"
-                )
-                continue
-            entry = fleet.hosts.get(host) if fleet else None
-            try:
-                self.executor.host_switching_off(host, "emptied by the Neat global manager")
-                self.power.power_off(host)
-            except (PowerError, ExecutorError, NeatExporterError) as error:
-                self._power_event(record, "off", host, "failed", str(error))
-                ok = False
-                continue
-            self.state.host_asleep(
-                SleepingHost(
-                    host,
-                    self._clock(),
-                    (entry.cpu_mhz if entry else None) or 0.0,
-                    (entry.ram_mb if entry else None) or 0.0,
-                )
+        entry = fleet.hosts.get(host) if fleet else None
+        try:
+            self.executor.host_switching_off(host, "emptied by the Neat global manager")
+            self.power.power_off(host)
+        except (PowerError, ExecutorError, NeatExporterError) as error:
+            self._power_event(record, "off", host, "failed", str(error))
+            return False
+        self.state.host_asleep(
+            SleepingHost(
+                host,
+                self._clock(),
+                (entry.cpu_mhz if entry else None) or 0.0,
+                (entry.ram_mb if entry else None) or 0.0,
             )
-            self.metrics.host_asleep.labels(host).set(1)
-            self._power_event(record, "off", host, "ok", "")
-        return ok
+        )
+        self.metrics.host_asleep.labels(host).set(1)
+        self._power_event(record, "off", host, "ok", "")
+        return True
 
     def _power_event(
         self, record: PlanRecord, action: str, host: str, result: str, detail: str
