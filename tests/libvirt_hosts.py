@@ -20,10 +20,11 @@ its own mount, cgroup and UTS namespaces (see two-hosts.md in the design notes):
   hierarchies, seen by the daemon as its root, so VMs of different hosts never share a cgroup
   (the prefix defaults to $NEAT_TEST_PREFIX, else ``neat-test``).
 
-VMs are the 512-byte boot sectors of busy-vms.md (``"busy"`` spins one core, ``"idle"`` halts),
-32 MiB, one vCPU, TCG; each VM's image lies in the fixture's ``images`` directory, outside every
-bind mount, where every host sees it at the same path (shared storage semantics: migrations need
-``VIR_MIGRATE_UNSAFE`` because libvirt does not recognise the directory as shared).
+VMs are the 512-byte boot sectors of busy-vms.md (``"busy"`` spins one core, ``"idle"`` halts,
+``"graceful"`` halts and obeys the ACPI power button), 32 MiB, one vCPU, TCG; each VM's image
+lies in the fixture's ``images`` directory, outside every bind mount, where every host sees it
+at the same path (shared storage semantics: migrations need ``VIR_MIGRATE_UNSAFE`` because
+libvirt does not recognise the directory as shared).
 
 Starting N hosts takes ~0.5 s once qemu's capabilities are cached (.pytest_cache), else ~5 s
 (one daemon probes qemu, the others reuse its cache); stopping destroys the domains, sends
@@ -63,19 +64,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from libvirt_fixtures import BUSY, IDLE, qemu_domain_xml, write_boot_image
-from services import Process, find_program, wait_until
+from libvirt_fixtures import ACPI_OFF, BUSY, IDLE, qemu_domain_xml, write_boot_image
+from services import LIBVIRT_STATE_PATHS, Process, find_program, in_private_mounts, wait_until
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Only these hierarchies are moved into a namespace; memory and the rest stay untouched.
 HIERARCHIES = ("cpu", "cpuacct", "unified")
-LOADS = {"busy": BUSY, "idle": IDLE}
+LOADS = {"busy": BUSY, "idle": IDLE, "graceful": ACPI_OFF}
 # The fixed paths of a privileged libvirtd, by the name of the host directory that replaces them.
 STATE_PATHS = {
-    "run": "/run/libvirt",
-    "lib": "/var/lib/libvirt",
-    "cache": "/var/cache/libvirt",
-    "log": "/var/log/libvirt",
+    **dict(zip(("run", "lib", "cache", "log"), LIBVIRT_STATE_PATHS, strict=True)),
     "etc": "/etc/libvirt",
 }
 HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -108,6 +106,13 @@ def missing_requirements() -> str | None:
     return None
 
 
+def skip_unless_hosts_can_run() -> None:
+    """Skip the calling test, saying why, where this machine cannot run libvirt hosts."""
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+
+
 class Host:
     """One libvirtd "compute host": its directory, cgroup subtree and daemon process."""
 
@@ -116,7 +121,6 @@ class Host:
         self.root = root
         self.cgroup = cgroup
         self.process: Process | None = None
-        self._starts = 0
         self.socket = root / "sock" / "libvirt-sock"
         for directory in (*STATE_PATHS, "sock", "ns"):
             (root / directory).mkdir(parents=True, exist_ok=True)
@@ -159,49 +163,20 @@ class Host:
         """A shell that joins the cgroup subtree, then (exec) unshare, then (exec) a shell that
         mounts the private paths, then (exec) libvirtd: the PID started is the daemon's."""
         root, ns = self.root, self.root / "ns"
-        self._starts += 1  # a fresh overlay per start: a killed daemon's VMs keep the old one
-        inner: list[list[str]] = [["set", "-e"]]
-        for hierarchy in HIERARCHIES:
-            inner.append(
-                [
-                    "mount",
-                    "--bind",
-                    str(CGROUP_ROOT / hierarchy / self.cgroup),
-                    f"{CGROUP_ROOT / hierarchy}",
-                ]
-            )
-        overlaid: set[Path] = set()
-        for directory, target in STATE_PATHS.items():
-            parent = Path(target)
-            while not parent.exists():
-                parent = parent.parent
-            if parent != Path(target) and parent not in overlaid:
-                overlaid.add(parent)
-                layer = root / "overlay" / str(self._starts) / str(len(overlaid))
-                (layer / "upper").mkdir(parents=True)
-                (layer / "work").mkdir()
-                options = f"lowerdir={parent},upperdir={layer}/upper,workdir={layer}/work"
-                inner.append(["mount", "-t", "overlay", "overlay", "-o", options, str(parent)])
-            inner.append(["mkdir", "-p", target])
-            inner.append(["mount", "--bind", str(root / directory), target])
-        for name in ("passwd", "group", "hosts"):
-            inner.append(["mount", "--bind", str(ns / name), f"/etc/{name}"])
-        inner.append(["hostname", self.name])
-        inner.append(
-            ["exec", find_program("libvirtd"), "-f", "/etc/libvirt/libvirtd.conf",
-             "--pid-file", str(root / "libvirtd.pid")]
-        )  # fmt: skip
-        outer = [
-            *(
-                f"echo $$ > {shlex.quote(str(CGROUP_ROOT / h / self.cgroup / 'cgroup.procs'))}"
-                for h in HIERARCHIES
-            ),
-            shlex.join(
-                ["exec", find_program("unshare"), "--cgroup", "--mount", "--uts",
-                 "--propagation", "private", "sh", "-c", "\n".join(map(shlex.join, inner))]
-            ),
-        ]  # fmt: skip
-        return ["sh", "-ec", "\n".join(outer)]
+        binds = {str(CGROUP_ROOT / h): CGROUP_ROOT / h / self.cgroup for h in HIERARCHIES}
+        binds.update({target: root / directory for directory, target in STATE_PATHS.items()})
+        binds.update({f"/etc/{name}": ns / name for name in ("passwd", "group", "hosts")})
+        libvirtd = [find_program("libvirtd"), "-f", "/etc/libvirt/libvirtd.conf",
+                    "--pid-file", str(root / "libvirtd.pid")]  # fmt: skip
+        # A fresh overlay per start: the VMs of a killed daemon keep the old namespace alive.
+        launch = in_private_mounts(
+            libvirtd, binds, root, ["--cgroup", "--uts"], then=[["hostname", self.name]]
+        )
+        join = (
+            f"echo $$ > {shlex.quote(str(CGROUP_ROOT / h / self.cgroup / 'cgroup.procs'))}"
+            for h in HIERARCHIES
+        )
+        return ["sh", "-ec", "\n".join([*join, shlex.join(["exec", *launch])])]
 
     @property
     def capabilities_cache(self) -> Path:
@@ -407,13 +382,17 @@ class LibvirtHosts:
         index: int = 0,
     ) -> str:
         """Boot a VM on ``host`` and return its UUID. ``load`` is ``"busy"`` (one core),
-        ``"idle"`` (halts) or boot-sector code of your own (e.g. libvirt_fixtures.duty(1, 3));
+        ``"idle"`` (halts, ignores the ACPI power button), ``"graceful"`` (halts, switches off
+        on the power button: a graceful shutdown works) or boot-sector code of your own (e.g.
+        libvirt_fixtures.duty(1, 3));
         ``persistent`` defines it first (as Nova does), else it is transient; ``index`` picks
         the Nova metadata (libvirt_fixtures.nova_metadata)."""
         code = LOADS[load] if isinstance(load, str) else load
         image = write_boot_image(self.images / f"{name}.img", code)  # qemu locks its disk
         vm_uuid = str(uuid_module.uuid4())
-        xml = qemu_domain_xml(name, vm_uuid, image, memory_mib=memory_mib, index=index)
+        xml = qemu_domain_xml(
+            name, vm_uuid, image, memory_mib=memory_mib, index=index, acpi=load == "graceful"
+        )
         with self.connect(host) as conn:
             if persistent:
                 conn.defineXML(xml).create()
@@ -458,9 +437,7 @@ def libvirt_hosts_fixture(*names: str, scope: str = "module", prefix: str = DEFA
 
     @pytest.fixture(scope=scope)
     def hosts(tmp_path_factory) -> Iterator[LibvirtHosts]:
-        reason = missing_requirements()
-        if reason:
-            pytest.skip(reason)
+        skip_unless_hosts_can_run()
         with LibvirtHosts(tmp_path_factory.mktemp("hosts"), names, prefix) as started:
             yield started
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from bmc import RedfishEmulator, VirtualBMC, free_udp_port
-from libvirt_hosts import LibvirtHosts, missing_requirements
+from libvirt_fixtures import wait_until_halted
+from libvirt_hosts import LibvirtHosts, skip_unless_hosts_can_run
 from services import find_program, free_port
 
 from neat_exporter.errors import ConfigError
@@ -33,7 +34,8 @@ EVIL_HOST = "x;touch${IFS}evil;$(id)"
 
 @dataclass
 class Bmcs:
-    """Two "compute hosts" (persistent domains on one libvirt host), one behind each emulator."""
+    """Three "compute hosts" (persistent domains on one libvirt host): redfish-node and
+    stubborn-node behind the Redfish emulator, ipmi-node behind its virtual BMC."""
 
     hosts: LibvirtHosts
     redfish_url: str
@@ -43,12 +45,15 @@ class Bmcs:
     def running(self, node: str) -> bool:
         return self.hosts.running_on(self.vm[node]) == [BMC_HOST]
 
+    def wait_until_listening(self, node: str) -> None:
+        """A guest hears the power button once it idles (~0.3 s after power-on)."""
+        with self.hosts.connect(BMC_HOST) as conn:
+            wait_until_halted(conn, [self.vm[node]])
+
 
 @pytest.fixture(scope="module")
 def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
+    skip_unless_hosts_can_run()
     workdir = tmp_path_factory.mktemp("bmcs")
     with contextlib.ExitStack() as stack, ThreadPoolExecutor() as pool:
         # The emulators start while the libvirt host does; they reach it only when asked.
@@ -56,10 +61,9 @@ def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
         hosts = stack.enter_context(LibvirtHosts(workdir / "hosts", [BMC_HOST]))
         uri = hosts.uri(BMC_HOST)
         redfish_started = pool.submit(RedfishEmulator, workdir / "redfish", uri, USER, PASSWORD)
-        # Halting boot sectors: they ignore the ACPI button, so a graceful shutdown never ends.
-        vm = {
-            node: hosts.start_vm(BMC_HOST, node, "idle") for node in ("redfish-node", "ipmi-node")
-        }
+        # Guests that obey the ACPI power button, and one that ignores it.
+        loads = {"redfish-node": "graceful", "ipmi-node": "graceful", "stubborn-node": "idle"}
+        vm = {node: hosts.start_vm(BMC_HOST, node, load) for node, load in loads.items()}
         vbmc = vbmc_started.result()
         stack.callback(vbmc.stop)
         redfish = redfish_started.result()
@@ -68,10 +72,10 @@ def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
         yield Bmcs(hosts, redfish.url, port, vm)
 
 
-def redfish(bmcs: Bmcs, password: str = PASSWORD, **options) -> RedfishPower:
-    target = RedfishTarget(
-        bmcs.redfish_url, "redfish-node", USER, password, **{"timing": FAST, **options}
-    )
+def redfish(
+    bmcs: Bmcs, password: str = PASSWORD, system: str = "redfish-node", **options
+) -> RedfishPower:
+    target = RedfishTarget(bmcs.redfish_url, system, USER, password, **{"timing": FAST, **options})
     return RedfishPower({"node": target})
 
 
@@ -104,16 +108,25 @@ def test_off_and_on_through_the_bmc_switch_the_domain(bmcs, backend):
 
 
 @pytest.mark.parametrize("backend", [redfish, ipmi])
-def test_a_host_that_never_reaches_the_state_times_out(bmcs, backend):
-    """A graceful shutdown only asks; the halting guest never answers the ACPI button."""
-    patient = PowerTiming(timeout=1.5, poll_interval=0.2, request_timeout=5)
-    power = backend(bmcs, shutdown="graceful", timing=patient)
+def test_a_graceful_shutdown_asks_the_guest_and_waits_for_off(bmcs, backend):
+    power = backend(bmcs, shutdown="graceful")
+    node = f"{power.name}-node"
     power.power_on("node")
+    bmcs.wait_until_listening(node)
+    power.power_off("node")
+    assert power.power_state("node") == PowerState.OFF and not bmcs.running(node)
+    power.power_on("node")
+
+
+def test_a_host_that_never_reaches_the_state_times_out(bmcs):
+    """A graceful shutdown only asks; this guest never answers the ACPI button."""
+    patient = PowerTiming(timeout=1.5, poll_interval=0.2, request_timeout=5)
+    power = redfish(bmcs, system="stubborn-node", shutdown="graceful", timing=patient)
     started = time.monotonic()
     with pytest.raises(PowerError, match=r"^node: still on 1.5 s after asking for off$"):
         power.power_off("node")
     assert 1.5 <= time.monotonic() - started < 8
-    assert bmcs.running(f"{power.name}-node")
+    assert bmcs.running("stubborn-node")
 
 
 @pytest.mark.parametrize("backend", [redfish, ipmi])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 from libvirt_fixtures import BUSY, IDLE, cpu_times, duty, expected_info, wait_until_halted
-from libvirt_hosts import LibvirtHosts, missing_requirements
+from libvirt_hosts import LibvirtHosts, skip_unless_hosts_can_run
 from prometheus_checks import (
     assert_every_documented_metric,
     scraped_exporter,
@@ -56,9 +56,7 @@ class Measured:
 
 @pytest.fixture(scope="module")
 def vms(tmp_path_factory) -> Iterator[VMs]:
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
+    skip_unless_hosts_can_run()
     workdir = tmp_path_factory.mktemp("qemu")
     with LibvirtHosts(workdir, [HOST]) as hosts:
         names = {load: f"neat-test-{load}" for load in LOADS}

@@ -4,12 +4,14 @@ only installs packages."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
 import pytest
-from libvirt_hosts import DEFAULT_PREFIX, Host, LibvirtHosts, missing_requirements
+from libvirt_hosts import DEFAULT_PREFIX, Host, LibvirtHosts, skip_unless_hosts_can_run
+from services import Libvirtd
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCHED = [Path("/etc/passwd"), Path("/etc/group"), Path("/etc/libvirt/qemu.conf")]
@@ -21,14 +23,14 @@ EDITS_OF_ETC = re.compile(
     r"|\b\w+=[\"']?/etc/"  # a variable naming a file under /etc, to be written through it
 )
 
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def requirements() -> None:
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(reason)
+    skip_unless_hosts_can_run()
 
 
 def contents(paths: list[Path]) -> dict[Path, bytes | None]:
@@ -52,6 +54,23 @@ def test_a_host_with_a_vm_leaves_users_and_libvirt_configuration_byte_identical(
         assert 'stdio_handler = "file"' in qemu_conf and 'security_driver = "none"' in qemu_conf
         assert contents(WATCHED) == before  # not even while it runs
     assert contents(WATCHED) == before
+
+
+def test_a_test_driver_daemon_keeps_its_runtime_state_private(tmp_path):
+    """A privileged libvirtd writes /run/libvirt/common/system.token whatever its configuration;
+    the tests' daemons write it into their own directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only a privileged daemon writes under /run/libvirt")
+    daemon = Libvirtd(tmp_path)
+    try:
+        with contextlib.closing(libvirt.open(daemon.uri())) as conn:
+            assert conn.listAllDomains()
+        seen = Path(f"/proc/{daemon.process.pid}/root/run/libvirt")
+        private = tmp_path / "state" / "run-libvirt"
+        assert (private / "common" / "system.token").exists()
+        assert seen.stat().st_ino == private.stat().st_ino
+    finally:
+        daemon.stop()
 
 
 def test_the_daemon_looks_users_up_in_its_private_passwd_only(requirements, tmp_path):
