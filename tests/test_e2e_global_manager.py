@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,11 @@ CREDENTIALS_ENV = {
 }
 TOKEN = "e2e-gm-bridge-token"
 SMALL = {"host-a": True, "host-b": True, "host-c": False, "host-d": False}
+COMPUTE = tuple(SMALL)
+BMC_HOST = "bmc"  # a libvirt host whose domains stand in for the compute hosts' machines
+BMC_USER, BMC_PASSWORD = "bmc-admin", "e2e-bmc-Pa55"
 
-hosts = libvirt_hosts_fixture("host-a", "host-b", "host-c", "host-d", scope="module")
+hosts = libvirt_hosts_fixture(*COMPUTE, BMC_HOST, scope="module")
 
 
 def exporter_config(name: str, uri: str, global_manager: dict) -> dict:
@@ -94,6 +98,7 @@ class Stack:
         self.parts: list = []
         self.gm_port = free_port()
         self.gm_url = f"http://127.0.0.1:{self.gm_port}/"
+        self._pool = ThreadPoolExecutor(len(COMPUTE) + 1)
         try:
             self._start()
         except BaseException:
@@ -105,13 +110,17 @@ class Stack:
         # has the new VM's CPU (the plan is then empty); the global manager's cooldown keeps
         # a moved VM from moving back.
         direct = {"mode": "on", "url": self.gm_url, "timeout": 60, "retries": 0, "cooldown": 2}
-        self.exporters = {}
-        for name in self.hosts.names:
+        # The BMC emulator and the machines' stand-ins start meanwhile (the last test uses them).
+        self.redfish = self._pool.submit(self._start_bmc)
+
+        def start_exporter(name: str) -> Exporter:
             section = direct if name == "host-a" else {"mode": "off"}
             config = exporter_config(name, self.hosts.uri(name), section)
             exporter = Exporter(self.work / name, config, env=CREDENTIALS_ENV)
             self.parts.append(exporter)
-            self.exporters[name] = exporter
+            return exporter
+
+        self.exporters = dict(zip(COMPUTE, self._pool.map(start_exporter, COMPUTE), strict=True))
         bridge_port = free_port()
         self.bridge_url = f"http://127.0.0.1:{bridge_port}"
         (self.work / "token").write_text(TOKEN)
@@ -151,10 +160,30 @@ class Stack:
         self.audit_log = self.work / "audit.jsonl"
         self.gm = self.start_gm(self.prometheus.url, self.gm_port, "gm")
 
-    def start_gm(self, prometheus_url: str, port: int, name: str, **policy) -> Process:
+    def _start_bmc(self):
+        from bmc import RedfishEmulator
+
+        for name in COMPUTE:
+            self.hosts.start_vm(BMC_HOST, name, load="idle")
+        uri = self.hosts.uri(BMC_HOST)
+        redfish = RedfishEmulator(self.work / "redfish", uri, BMC_USER, BMC_PASSWORD)
+        self.parts.append(redfish)
+        return redfish
+
+    def start_gm(
+        self,
+        prometheus_url: str,
+        port: int,
+        name: str,
+        placement: dict | None = None,
+        power: dict | None = None,
+        **policy,
+    ) -> Process:
         config = {
             "prometheus": {"stale_after": 6, "cpu_window": 30, "host_lookback": 600},
-            "placement": {"params": {"cpu_threshold": 10, "ram_threshold": 0.95}},
+            "placement": {"params": placement or {"cpu_threshold": 10, "ram_threshold": 0.95}},
+            **(power or {}),
+            "executor": {"libvirt": {"max_per_host": 2, "max_total": 4}},
             "policy": {
                 "migration_timeout": 60,
                 "cooldown": 300,
@@ -228,6 +257,7 @@ class Stack:
         wait_until(lambda: self.prometheus.query(expr), timeout, f"{vm_uuid} in the fleet", 0.5)
 
     def stop(self) -> None:
+        self._pool.shutdown(wait=True)
         for part in reversed(self.parts):
             part.stop()
 
@@ -338,7 +368,7 @@ def test_a_migration_over_its_timeout_is_aborted(stack, hosts):
     port = free_port()
     gm = stack.start_gm(stack.prometheus.url, port, "gm-timeout", migration_timeout=2)
     # Every possible destination's daemon stops answering: the migration cannot finish in time.
-    others = [name for name in hosts.names if name != "host-d"]
+    others = [name for name in COMPUTE if name != "host-d"]
     for name in others:
         hosts.kill_libvirtd(name, signal.SIGSTOP)
 
@@ -429,3 +459,81 @@ def test_stale_series_leave_a_host_out(stack, hosts):
     assert stack.gm_value("neat_gm_host_excluded", host="host-c", reason="stale") == 1
     assert all(m["destination"] != "host-c" for m in plan["planned"])
     one_host_each(hosts, [vm])
+
+
+def redfish_power_state(url: str, system: str) -> str:
+    response = requests.get(
+        f"{url}/redfish/v1/Systems/{system}", auth=(BMC_USER, BMC_PASSWORD), timeout=5
+    )
+    response.raise_for_status()
+    return response.json()["PowerState"]
+
+
+def test_underload_switches_hosts_off_through_redfish_and_an_overload_wakes_one(stack, hosts):
+    """Last: it stops the main global manager so that the exporter's and the bridge's requests
+    cannot move VMs while this one switches hosts off."""
+    stack.gm.stop()
+    redfish = stack.redfish.result()  # the machines' stand-ins, powered by the emulated BMC
+    (stack.work / "bmc-password").write_text(BMC_PASSWORD)
+    bmc = {
+        "url": redfish.url,
+        "username": BMC_USER,
+        "password_file": str(stack.work / "bmc-password"),
+        "shutdown": "force",  # boot sectors ignore the ACPI power button
+        "timeout": 30,
+        "poll_interval": 0.2,
+    }
+    power = {
+        "power": {"backend": "redfish"},
+        "hosts": {name: {"redfish": {**bmc, "system_id": name}} for name in COMPUTE},
+    }
+    vms = [hosts.start_vm("host-d", f"gm-under-{i}", load="idle") for i in range(2)]
+    for vm in vms:
+        stack.wait_in_fleet("host-d", vm)
+    on_d = [vm for vm in list_vms(hosts, "host-d")]
+    port = free_port()
+    gm = stack.start_gm(stack.prometheus.url, port, "gm-power", power=power)
+    url = f"http://127.0.0.1:{port}/"
+    assert stack.client(url).send("host-d", Reason.UNDERLOAD, []).ok
+    plan = requests.get(f"{url}api/status", timeout=5).json()["plans"][0]
+    assert plan["result"] == "executed", plan
+    assert "host-d" in plan["switch_off"]
+    where = one_host_each(hosts, on_d)
+    assert all(found != ["host-d"] for found in where.values())
+    for name in plan["switch_off"]:
+        assert redfish_power_state(redfish.url, name) == "Off"
+    state = json.loads((stack.work / "gm-power-state.json").read_text())
+    asleep = {entry["host"] for entry in state["sleeping"]}
+    assert asleep == set(plan["switch_off"])
+    metrics = scrape(url.rstrip("/"))
+    off = sample_value(metrics, "neat_gm_power_actions_total", action="off", result="ok")
+    assert off == len(asleep)
+    assert sample_value(metrics, "neat_gm_host_asleep", host="host-d") == 1
+    gm.stop()
+
+    # Restarted on the same state, with a RAM threshold no awake host can meet: the overload
+    # needs a sleeping host, which is switched on through the BMC first.
+    gm = stack.start_gm(
+        stack.prometheus.url,
+        port,
+        "gm-power",
+        placement={"cpu_threshold": 10, "ram_threshold": 1e-9},
+        power=power,
+    )
+    source = next(name for name in COMPUTE if name not in asleep and list_vms(hosts, name))
+    vm = list_vms(hosts, source)[0]
+    assert stack.client(url).send(source, Reason.OVERLOAD, [vm]).ok
+    plan = requests.get(f"{url}api/status", timeout=5).json()["plans"][0]
+    assert plan["result"] == "executed", plan
+    [woken] = plan["wake"]
+    assert woken in asleep
+    assert redfish_power_state(redfish.url, woken) == "On"
+    assert one_host_each(hosts, [vm]) == {vm: [woken]}
+    state = json.loads((stack.work / "gm-power-state.json").read_text())
+    assert woken not in {entry["host"] for entry in state["sleeping"]}
+    assert BMC_PASSWORD not in gm.log()
+
+
+def list_vms(hosts, host: str) -> list[str]:
+    with hosts.connect(host) as conn:
+        return sorted(domain.UUIDString() for domain in conn.listAllDomains(1))

@@ -131,7 +131,7 @@ class GlobalManagerApp:
     def status(self) -> dict:
         """What the landing page shows, as JSON."""
         service = self.service
-        fleet = service.latest_fleet
+        fleet = service.fleet_for_display()
         sleeping = service.state.sleeping
         power = service.power_states()
         hosts = []

@@ -523,6 +523,17 @@ class GlobalManagerService:
             self.metrics.audit_errors.inc()
             log.error("cannot save the state: %s", error)
 
+    def fleet_for_display(self, max_age: float = 60.0) -> FleetView | None:
+        """The latest fleet, read again when older than ``max_age`` seconds (landing page)."""
+        now = self._clock()
+        fleet = self.latest_fleet
+        if fleet is None or now - fleet.time > max_age:
+            try:
+                fleet = self._fleet(now)
+            except NeatExporterError as error:
+                log.warning("cannot read the fleet for the landing page: %s", error)
+        return fleet
+
     def power_states(self) -> dict[str, PowerState]:
         """The BMC's view of each sleeping host (for the landing page)."""
         if self.power is None:
