@@ -137,3 +137,21 @@ def test_bad_answers_are_prometheus_errors(answer, message):
     api = PrometheusAPI("http://prometheus:9090", session=_Session(answer))
     with pytest.raises(PrometheusError, match=message):
         api.query("up")
+
+
+def test_moves_the_exporters_have_not_seen_yet_are_applied():
+    from neat_exporter.globalmanager.fleet import FleetHost, FleetView, FleetVm, Move, with_moves
+
+    vm = FleetVm("v1", 512, (100.0,))
+    view = FleetView(
+        1000,
+        {
+            "a": FleetHost("a", 4000, 0, 8192, 990.0, {"v1": vm}),
+            "b": FleetHost("b", 4000, 0, 8192, 990.0, {}),
+        },
+    )
+    moved = with_moves(view, [Move("v1", "a", "b", 995.0)])
+    assert moved.host_of("v1") == "b" and moved.hosts["b"].cpu_usage_mhz == 100
+    # The source's exporter ran a cycle after the move: its view is the truth.
+    assert with_moves(view, [Move("v1", "a", "b", 980.0)]).host_of("v1") == "a"
+    assert with_moves(view, [Move("v1", "a", "gone", 995.0)]).host_of("v1") is None

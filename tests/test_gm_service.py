@@ -225,3 +225,18 @@ def test_plans_never_count_on_capacity_a_running_plan_takes():
     destinations = sorted(m.destination for m in executor.migrations)
     # a1 went to one of b/c; c1 could not go where a1 went, nor to c (its source, busy).
     assert len(set(destinations)) == len(destinations)
+
+
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
+    import pytest
+
+    from neat_exporter.errors import InputError
+
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 1, "sleeping": [{"host": 3}]')
+    with pytest.raises(InputError, match="not a global manager state file"):
+        GlobalManagerState(path)
+    path.write_text('{"version": 1, "sleeping": [{"host": "h", "since": 1, "cpu_mhz": "x", '
+                    '"ram_mb": 1}], "migrations": []}')  # fmt: skip
+    with pytest.raises(InputError, match="malformed"):
+        GlobalManagerState(path)
