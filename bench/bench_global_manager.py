@@ -9,9 +9,11 @@ every 300 s. The series are the exporter's own: each host's reading goes through
 ``build_snapshot`` and ``snapshot_families``, so names, labels and values are those of /metrics.
 VM CPU comes from PlanetLab traces read at run time (``--traces``, one day of CoMon's 5-minute
 samples, dealt round-robin over the VMs), scaled by each VM's vCPUs; RAM and vCPUs from a seeded
-choice of flavours. Then, ``--repeat`` times, timed with the global manager's own code:
+choice of flavours. Then, ``--repeat`` times, timed with the global manager's own code and
+default settings (query windows, Neat's best_fit_decreasing):
 
-- fleet: every fleet query through ``neat_exporter.promql`` into a FleetView;
+- fleet: every fleet query through ``neat_exporter.promql`` into a FleetView (each query's
+  median is printed, and the CPU time Prometheus and the client spend per read);
 - overload plan: Neat's execute_overload for the busiest host and its busiest VMs;
 - underload plan: Neat's execute_underload for the least busy host;
 - total: fleet + the slower plan (target: under 2 s).
@@ -54,7 +56,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from services import Prometheus, require_program  # noqa: E402
 
-from neat_exporter.algorithms.placement import BestFitDecreasing  # noqa: E402
+from neat_exporter.globalmanager.config import load_settings  # noqa: E402
 from neat_exporter.globalmanager.fleet import FleetView, read_fleet  # noqa: E402
 from neat_exporter.globalmanager.planning import (  # noqa: E402
     execute_overload,
@@ -70,12 +72,12 @@ from neat_exporter.traces import list_days, read_planetlab  # noqa: E402
 JOB = "neat"
 PORT = 9840
 DECISION_INTERVAL = 300.0  # the exporter's default; PlanetLab's step too
-LAST_N_VM_CPU = 2  # Neat's default for best_fit_decreasing
 HOST_CORES, CORE_MHZ = 32, 2600.0
 HOST_RAM_MB = 256 * 1024
 HYPERVISOR_MHZ = (800.0, 2500.0)  # overhead range, drawn per host and step
 # Nova-like flavours: (name, vCPUs, RAM MB)
 FLAVOURS = (("m1.small", 1, 2048), ("m1.medium", 2, 4096), ("m1.large", 4, 8192))
+MANAGER_ENV = {"NEAT_GLOBAL_MANAGER_USERNAME": "bench", "NEAT_GLOBAL_MANAGER_PASSWORD": "bench-pw"}
 ALGORITHMS = AlgorithmSet(
     underload=AlgorithmConfig("last_n_average_threshold", {"threshold": 0.5, "n": 2}),
     overload=AlgorithmConfig("otf", {"otf": 0.1, "threshold": 0.9, "limit": 30}),
@@ -298,11 +300,16 @@ def bench_planning(args) -> None:
         filled_prometheus(args, Path(tmp)) as (prometheus, end),
     ):
         api = TimedAPI(prometheus.url)
-        window = DECISION_INTERVAL * (LAST_N_VM_CPU + 1)  # the newest cycles, with margin
+        # The global manager's defaults: its query windows and Neat's best_fit_decreasing.
+        settings = load_settings(None, environ=MANAGER_ENV)
 
         def fleet() -> FleetView:
             return read_fleet(
-                api, end, cpu_window=window, stale_after=3 * DECISION_INTERVAL, host_lookback=3600
+                api,
+                end,
+                cpu_window=settings["prometheus.cpu_window"],
+                stale_after=settings["prometheus.stale_after"],
+                host_lookback=settings["prometheus.host_lookback"],
             )
 
         view = fleet()  # warm: Prometheus maps the blocks' chunks on first use
@@ -315,11 +322,7 @@ def bench_planning(args) -> None:
             f"fleet view: {len(view.hosts)} hosts ({problems} excluded), {vms} VMs, "
             f"{values:g} CPU values per VM; load average {load_average()}"
         )
-        placement = BestFitDecreasing(
-            {"cpu_threshold": 0.8, "ram_threshold": 0.95, "last_n_vm_cpu": LAST_N_VM_CPU},
-            time_step=DECISION_INTERVAL,
-            migration_time=0,
-        )
+        placement = settings.placement()
         busiest, selected, idlest = busiest_and_idlest(view)
         prometheus_cpu, own_cpu = cpu_seconds(prometheus.process.pid), time.process_time()
         fleet_s, view = median_seconds(fleet, args.repeat)
@@ -358,9 +361,6 @@ def job_seconds(hosts, host: str, vm_uuid: str) -> float:
     with hosts.connect(host) as conn:
         stats = conn.lookupByUUIDString(vm_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     return stats["time_elapsed"] / 1000
-
-
-MANAGER_ENV = {"NEAT_GLOBAL_MANAGER_USERNAME": "bench", "NEAT_GLOBAL_MANAGER_PASSWORD": "bench-pw"}
 
 
 @contextlib.contextmanager
