@@ -249,9 +249,9 @@ class Stack:
         }
 
     def wait_in_fleet(self, host: str, vm_uuid: str, timeout: float = 30) -> None:
-        """Until Prometheus holds two cycles of the VM's CPU on ``host`` (placement's last_n)."""
+        """Until Prometheus holds the VM's CPU on ``host`` (two scrapes)."""
         expr = (
-            f'count_over_time(neat_vm_cpu_usage_hertz{{vm_uuid="{vm_uuid}"}}[30s]) >= 3 '
+            f'count_over_time(neat_vm_cpu_usage_hertz{{vm_uuid="{vm_uuid}"}}[30s]) >= 2 '
             f'and on (instance, job) neat_host_info{{host="{host}"}}'
         )
         wait_until(lambda: self.prometheus.query(expr), timeout, f"{vm_uuid} in the fleet", 0.5)

@@ -4,9 +4,6 @@ client, plus /metrics, /healthz, the landing page and the subcommand's configura
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -140,30 +137,20 @@ def test_settings_from_flags_and_environment_never_show_secrets(tmp_path):
         load_settings(None, {"executor.libvirt.uri_template": "qemu:///system"}, environ)
 
 
-def test_check_config_prints_the_effective_configuration(tmp_path):
+def test_check_config_prints_the_effective_configuration(tmp_path, capsys, monkeypatch):
+    from neat_exporter.cli import main
+
     (tmp_path / "password").write_text(PASSWORD + "\n")
     (tmp_path / "gm.yml").write_text(f"password_file: {tmp_path / 'password'}\n")
-    env = {**os.environ, "NEAT_GLOBAL_MANAGER_USERNAME": USER}
-    env.pop("NEAT_GLOBAL_MANAGER_PASSWORD", None)
-    command = [sys.executable, "-m", "neat_exporter", "global-manager"]
-    result = subprocess.run(
-        [*command, "--config", str(tmp_path / "gm.yml"), "--check-config", "--executor", "libvirt"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "type: libvirt" in result.stdout and PASSWORD not in result.stdout
-    result = subprocess.run(
-        [*command, "--check-config", "--listen", "nowhere:x"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "error: listen" in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.setenv("NEAT_GLOBAL_MANAGER_USERNAME", USER)
+    monkeypatch.delenv("NEAT_GLOBAL_MANAGER_PASSWORD", raising=False)
+    config = ["global-manager", "--config", str(tmp_path / "gm.yml"), "--check-config"]
+    assert main([*config, "--executor", "libvirt"]) == 0
+    out = capsys.readouterr().out
+    assert "type: libvirt" in out and PASSWORD not in out
+    assert main(["global-manager", "--check-config", "--listen", "nowhere:x"]) == 2
+    err = capsys.readouterr().err
+    assert "error: listen" in err and "Traceback" not in err
 
 
 def test_the_example_configuration_is_valid_and_names_every_key():
