@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from neat_exporter.actions import Reason
 from neat_exporter.algorithms.placement import BestFitDecreasing
 from neat_exporter.globalmanager.executors.base import Migration
@@ -141,3 +144,44 @@ def test_underload_counts_overhead_and_ram():
     plan = execute_underload(view, "a", bfd())
     assert plan.migrations == (Migration("a1", "a", "d"),)
     assert plan.reason is Reason.UNDERLOAD
+
+
+@st.composite
+def fleets(draw):
+    names = [f"h{i}" for i in range(draw(st.integers(2, 6)))]
+    hosts, asleep = [], {}
+    for name in names:
+        if name != "h0" and draw(st.booleans()) and draw(st.booleans()):
+            asleep[name] = HostCapacity(draw(st.integers(500, 8000)), 8192)
+            continue
+        count = draw(st.integers(0 if name != "h0" else 1, 4))
+        vms = [
+            vm(f"{name}-{i}", *draw(st.lists(st.integers(0, 3000), min_size=1, max_size=3)))
+            for i in range(count)
+        ]
+        stale = [HostProblem("stale", "old")] if name != "h0" and draw(st.booleans()) else []
+        hosts.append(host(name, cpu=draw(st.integers(500, 8000)), vms=vms, problems=stale))
+    return fleet(*hosts), asleep
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleets(), st.data())
+def test_plans_respect_neat_invariants(generated, data):
+    view, asleep = generated
+    source = view.hosts["h0"]
+    asked = data.draw(st.lists(st.sampled_from(sorted(source.vms)), min_size=1, unique=True))
+    plan = execute_overload(view, "h0", asked, bfd(), asleep)
+    assert set(plan.wake) <= set(asleep)
+    for migration in plan.migrations:
+        assert migration.source == "h0" and migration.vm_uuid in asked
+        assert migration.destination != "h0"
+        assert migration.destination not in plan.excluded or migration.destination in plan.wake
+    if plan.result == PLANNED:
+        assert {m.vm_uuid for m in plan.migrations} == set(asked)
+    under = execute_underload(view, "h0", bfd(), asleep)
+    for name in under.switch_off:  # never a host with VMs other than the emptied source
+        assert name not in asleep and under.excluded.get(name) is None
+        assert name == "h0" or not view.hosts[name].vms
+    assert all(
+        m.destination in view.hosts and view.hosts[m.destination].vms for m in under.migrations
+    )
