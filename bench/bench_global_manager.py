@@ -453,7 +453,7 @@ def bench_migration(args) -> None:
         executor = LibvirtExecutor(hosts.uri_template, unsafe=True)
         credentials = Credentials.from_plain(*MANAGER_ENV.values())
         client = GlobalManagerClient(url, credentials, timeout=180, retries=0)
-        where = names[0]
+        where, arrived = names[0], time.time()
 
         def bare(destination: str) -> float:
             started = time.perf_counter()
@@ -468,13 +468,17 @@ def bench_migration(args) -> None:
                 raise RuntimeError(f"migration {result.outcome}: {result.error}")
             return result.seconds
 
-        def through_request(destination: str) -> float:
-            # Not timed: Prometheus must hold a few cycles of the VM on its current host.
-            expr = (
-                f'count_over_time(neat_vm_cpu_usage_hertz{{vm_uuid="{vm_uuid}"}}[30s]) >= 3'
+        def in_fleet_since_arrival() -> list:
+            """Three CPU samples of the VM on its current host, all scraped since it arrived."""
+            window = max(1, int(time.time() - arrived))
+            return prometheus.query(
+                f'count_over_time(neat_vm_cpu_usage_hertz{{vm_uuid="{vm_uuid}"}}[{window}s]) >= 3'
                 f' and on (instance, job) neat_host_info{{host="{where}"}}'
             )
-            wait_until(lambda: prometheus.query(expr), 60, "the VM in the fleet view", 0.2)
+
+        def through_request(destination: str) -> float:
+            # Not timed: Prometheus must hold a few cycles of the VM on its current host.
+            wait_until(in_fleet_since_arrival, 60, "the VM in the fleet view", 0.2)
             started = time.perf_counter()
             answer = client.send(where, Reason.OVERLOAD, [vm_uuid])
             seconds = time.perf_counter() - started
@@ -488,7 +492,7 @@ def bench_migration(args) -> None:
                 destination = names[1] if where == names[0] else names[0]
                 way = ways[index % len(ways)]
                 seconds = run[way](destination)
-                where = destination
+                where, arrived = destination, time.time()
                 if index >= 2:  # the first migration to each host starts its qemu cold
                     figures[way].append(seconds)
                     jobs[way].append(job_seconds(hosts, where, vm_uuid))
