@@ -107,6 +107,16 @@ VALUE_SETS = {
                     "libvirt": {"uri_template": "qemu+tls://{host}/system", "max_total": 4},
                 },
                 "policy": {"cooldown": 1800, "never_switch_off": ["compute-0*"]},
+                "hosts": {
+                    "compute-1": {
+                        "redfish": {
+                            "url": "https://bmc-1.example",
+                            "system_id": "1",
+                            "username": "admin",
+                            "password_file": "/etc/neat-exporter/secrets/bmc-1.password",
+                        }
+                    }
+                },
             },
         },
     },
