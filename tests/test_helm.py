@@ -867,6 +867,9 @@ def test_global_manager_runs_once_recreated_and_locked_down():
     service = only(objects, "Service", "global-manager")
     assert service["spec"]["ports"][0]["port"] == 60080
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The notes tell where to point the exporters.
+    url = f"http://{service['metadata']['name']}.{NAMESPACE}.svc:60080/"
+    assert f"Global manager (libvirt): {url}" in render(GM)["neat-exporter/templates/NOTES.txt"]
 
 
 def test_global_manager_config_is_accepted_by_its_own_parser(tmp_path):
