@@ -27,12 +27,21 @@ BIN = Path(sys.executable).parent
 
 
 class RedfishEmulator:
-    """sushy-emulator serving the domains of ``libvirt_uri`` at :attr:`url`."""
+    """sushy-emulator serving the domains of ``libvirt_uri`` at :attr:`url`; with ``tls`` =
+    (certificate file, key file, CA file) over HTTPS."""
 
-    def __init__(self, workdir: Path, libvirt_uri: str, username: str, password: str):
+    def __init__(
+        self,
+        workdir: Path,
+        libvirt_uri: str,
+        username: str,
+        password: str,
+        tls: tuple[str, str, str] | None = None,
+    ):
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify = tls[2] if tls else True
         auth_file = workdir / "htpasswd"
         digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
         auth_file.write_text(f"{username}:{digest}\n")
@@ -44,6 +53,10 @@ class RedfishEmulator:
             f"SUSHY_EMULATOR_AUTH_FILE = {str(auth_file)!r}\n"
             f"SUSHY_EMULATOR_STATE_DIR = {str(workdir / 'state')!r}\n"
         )
+        if tls:
+            with config.open("a") as assignments:
+                assignments.write(f"SUSHY_EMULATOR_SSL_CERT = {tls[0]!r}\n")
+                assignments.write(f"SUSHY_EMULATOR_SSL_KEY = {tls[1]!r}\n")
         self.process = Process(
             [str(BIN / "sushy-emulator"), "--config", str(config)],
             workdir / "sushy-emulator.log",
@@ -58,7 +71,7 @@ class RedfishEmulator:
     def _answers(self) -> bool:
         if not self.process.alive():
             raise RuntimeError(f"sushy-emulator exited: {self.process.log()[-2000:]}")
-        return requests.get(f"{self.url}/redfish/v1", timeout=2).ok
+        return requests.get(f"{self.url}/redfish/v1", timeout=2, verify=self.verify).ok
 
     def stop(self) -> None:
         self.process.stop()

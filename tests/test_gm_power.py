@@ -15,6 +15,7 @@ import pytest
 from bmc import RedfishEmulator, VirtualBMC, free_udp_port
 from libvirt_fixtures import wait_until_halted
 from libvirt_hosts import LibvirtHosts, skip_unless_hosts_can_run
+from pki import PKI
 from services import find_program, free_port
 
 from neat_exporter.errors import ConfigError
@@ -39,6 +40,9 @@ class Bmcs:
 
     hosts: LibvirtHosts
     redfish_url: str
+    redfish_ca: str
+    """The CA that signed the Redfish emulator's certificate (it serves HTTPS)."""
+    pki: PKI
     ipmi_port: int
     vm: dict[str, str]  # compute host name -> domain UUID
 
@@ -60,7 +64,11 @@ def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
         vbmc_started = pool.submit(VirtualBMC, workdir / "vbmc")
         hosts = stack.enter_context(LibvirtHosts(workdir / "hosts", [BMC_HOST]))
         uri = hosts.uri(BMC_HOST)
-        redfish_started = pool.submit(RedfishEmulator, workdir / "redfish", uri, USER, PASSWORD)
+        pki = PKI(workdir / "pki")
+        tls = (pki.path("server.crt"), pki.path("server.key"), pki.path("server-ca.crt"))
+        redfish_started = pool.submit(
+            RedfishEmulator, workdir / "redfish", uri, USER, PASSWORD, tls
+        )
         # Guests that obey the ACPI power button, and one that ignores it.
         loads = {"redfish-node": "graceful", "ipmi-node": "graceful", "stubborn-node": "idle"}
         vm = {node: hosts.start_vm(BMC_HOST, node, load) for node, load in loads.items()}
@@ -69,13 +77,14 @@ def bmcs(tmp_path_factory) -> Iterator[Bmcs]:
         redfish = redfish_started.result()
         stack.callback(redfish.stop)
         port = vbmc.add("ipmi-node", uri, USER, PASSWORD)
-        yield Bmcs(hosts, redfish.url, port, vm)
+        yield Bmcs(hosts, redfish.url, redfish.verify, pki, port, vm)
 
 
 def redfish(
     bmcs: Bmcs, password: str = PASSWORD, system: str = "redfish-node", **options
 ) -> RedfishPower:
-    target = RedfishTarget(bmcs.redfish_url, system, USER, password, **{"timing": FAST, **options})
+    options = {"timing": FAST, "verify": bmcs.redfish_ca, **options}
+    target = RedfishTarget(bmcs.redfish_url, system, USER, password, **options)
     return RedfishPower({"node": target})
 
 
@@ -146,11 +155,20 @@ def test_redfish_names_refused_credentials_and_unknown_systems(bmcs):
     with pytest.raises(PowerError, match="refused the credentials"):
         redfish(bmcs, password=WRONG_PASSWORD).power_state("node")
     with pytest.raises(PowerError, match="has no system 'no-such-system'"):
-        RedfishPower(
-            {"node": RedfishTarget(bmcs.redfish_url, "no-such-system", USER, PASSWORD)}
-        ).power_state("node")
+        redfish(bmcs, system="no-such-system").power_state("node")
     with pytest.raises(PowerError, match="no Redfish BMC configured"):
         redfish(bmcs).power_state("other")
+
+
+def test_redfish_over_https_checks_the_bmc_certificate(bmcs):
+    """Every Redfish test here goes over HTTPS, verified against the emulator's CA; with the
+    system's CAs or another CA the BMC is refused."""
+    for verify in (True, bmcs.pki.path("rogue-ca.crt")):
+        with pytest.raises(PowerError, match="cannot reach the Redfish BMC") as error:
+            redfish(bmcs, system="stubborn-node", verify=verify).power_state("node")
+        print(error.value)
+        assert "certificate verify failed" in str(error.value)
+        assert PASSWORD not in str(error.value)
 
 
 def test_a_bmc_that_is_down_is_a_clear_error_in_bounded_time():
