@@ -46,7 +46,11 @@ otherwise the tests skip saying what is missing)::
         hosts.kill_libvirtd("host-b")                       # SIGKILL by PID (VMs keep running)
         hosts.restart_libvirtd("host-b")                    # same state, reconnects to its VMs
 
-or, outside pytest, ``with LibvirtHosts(workdir, ["a", "b"]) as hosts: ...``.
+or inside a fixture of your own (after ``skip_unless_hosts_can_run()``), or outside pytest:
+``with LibvirtHosts(workdir, ["a", "b"]) as hosts: ...``. Migrations between the hosts work
+peer to peer with no migration URI (each host's name resolves to 127.0.0.1 in every host's
+namespace) and need ``VIR_MIGRATE_UNSAFE``. tests/bmc.py puts emulated BMCs in front of a
+host's domains.
 """
 
 from __future__ import annotations
