@@ -291,6 +291,8 @@ def test_configuration_builds_each_backend_with_secrets_from_files_and_environme
         ({"url": "https://b", "system_id": "1", "username": USER, "password_env": "UNSET_VAR"},
          "hosts.c1.redfish.password_env", "UNSET_VAR is not set"),
         ({"url": "ftp://b", "system_id": "1"}, "hosts.c1.redfish.url", "http"),
+        ({"url": f"https://admin:{PASSWORD}@b", "system_id": "1"}, "hosts.c1.redfish.url",
+         "credentials do not belong in the URL"),
         ({"url": "https://b", "system_id": "../x"}, "hosts.c1.redfish.system_id", "not a Redfish"),
         ({"url": "https://b", "system_id": "1", "user": "x"}, "hosts.c1.redfish",
          "unknown keys: user"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from neat_exporter.config import _integer, _number, _read_text, _string
 from neat_exporter.errors import ConfigError
@@ -86,6 +87,8 @@ def _redfish(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -
     url = _string(f"{key}.url", section.get("url"))
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{key}.url", f"must be an http:// or https:// URL, got {url!r:.80}")
+    if "@" in urlsplit(url).netloc:  # it would be printed in errors
+        raise ConfigError(f"{key}.url", "credentials do not belong in the URL")
     system_id = str(_required(key, section, "system_id"))
     if not system_id or "/" in system_id or any(not c.isprintable() for c in system_id):
         raise ConfigError(f"{key}.system_id", f"not a Redfish system id: {system_id!r:.80}")
