@@ -155,3 +155,12 @@ def test_moves_the_exporters_have_not_seen_yet_are_applied():
     # The source's exporter ran a cycle after the move: its view is the truth.
     assert with_moves(view, [Move("v1", "a", "b", 980.0)]).host_of("v1") == "a"
     assert with_moves(view, [Move("v1", "a", "gone", 995.0)]).host_of("v1") is None
+
+
+def test_exporter_intervals_come_from_their_cycle_time_stamps():
+    from neat_exporter.globalmanager.fleet import cycle_intervals
+
+    every_10 = RangeSeries({}, tuple((t, 950.0 + 10 * (t // 10)) for t in range(0, 60, 5)))
+    every_30 = RangeSeries({}, ((0.0, 900.0), (30.0, 930.0), (60.0, 960.0)))
+    assert cycle_intervals([every_10, every_30]) == (10.0, 30.0)
+    assert cycle_intervals([RangeSeries({}, ((0.0, 900.0), (5.0, 900.0)))]) is None

@@ -128,19 +128,23 @@ def build_app(settings: GlobalManagerSettings, registry: CollectorRegistry, cloc
 
     metrics = GlobalManagerMetrics(registry)
     api = PrometheusAPI(settings["prometheus.url"], timeout=settings["prometheus.timeout"])
+    policy = Policy(**settings["policy"])
+    placement = settings.placement()
     reader = functools.partial(
         read_fleet,
         api,
         cpu_window=settings["prometheus.cpu_window"],
         stale_after=settings["prometheus.stale_after"],
         host_lookback=settings["prometheus.host_lookback"],
+        # A plug-in placement's history length is unknown: Neat's default.
+        last_n=getattr(placement, "params", {}).get("last_n_vm_cpu", 2),
+        vm_names=bool(policy.vm_opt_out),
     )
-    policy = Policy(**settings["policy"])
     state = GlobalManagerState(settings["state_file"], keep_migrations=max(3600, policy.cooldown))
     audit = AuditLog(settings["audit_log"], clock, on_error=metrics.audit_errors.inc)
     service = GlobalManagerService(
         read_fleet=reader,
-        placement=settings.placement(),
+        placement=placement,
         executor=_executor(settings),
         power=_power(settings),
         state=state,
