@@ -240,7 +240,7 @@ def read_fleet(
     stale_after: float,
     host_lookback: float,
     last_n: int = 2,
-    vm_names: bool = True,
+    vm_names: bool = False,
 ) -> FleetView:
     """Query Prometheus for the whole fleet at ``now`` (raises PrometheusError).
 
