@@ -39,6 +39,7 @@ from services import (
     scrape,
     wait_until,
 )
+from test_e2e_migration import rules_with_short_holds
 
 from neat_exporter.actions import Credentials, GlobalManagerClient, Reason
 
@@ -46,8 +47,6 @@ pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
 pytestmark = pytest.mark.services
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "alerts" / "neat-exporter.rules.yml"
 USER, PASSWORD = "admin", "e2e-gm-Pa55"
 CREDENTIALS_ENV = {
     "NEAT_GLOBAL_MANAGER_USERNAME": USER,
@@ -77,16 +76,6 @@ def exporter_config(name: str, uri: str, global_manager: dict) -> dict:
         },
         "global_manager": global_manager,
     }
-
-
-def rules_with_short_holds(target: Path) -> Path:
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = "2s"
-    target.write_text(yaml.safe_dump(rules, sort_keys=False))
-    return target
 
 
 class Stack:
