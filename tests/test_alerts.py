@@ -164,3 +164,55 @@ def test_every_global_manager_metric_is_documented():
         registered.add(family.name + suffix)
     documented = {name for name in documented_metrics() if name.startswith("neat_gm_")}
     assert registered == documented
+
+
+@pytest.mark.services
+def test_global_manager_alerts_fire_on_a_running_global_manager(tmp_path):
+    """The rules against the real thing: a global manager whose Prometheus is unreachable and
+    that gets requests with wrong credentials, scraped by a Prometheus loading the rules."""
+    import os
+
+    import requests
+    from services import EXPORTER, Process, Prometheus, free_port, wait_until
+
+    from neat_exporter.actions import Credentials, GlobalManagerClient, Reason
+
+    require_program("prometheus")
+    environ = {"NEAT_GLOBAL_MANAGER_USERNAME": "admin", "NEAT_GLOBAL_MANAGER_PASSWORD": "alerts"}
+    address = f"127.0.0.1:{free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # no Prometheus answers there
+    flags = ["--listen", address, "--prometheus-url", nowhere, "--executor", "dry_run"]
+    manager = Process(
+        [*EXPORTER, "global-manager", *flags],
+        tmp_path / "global-manager.log",
+        env={**os.environ, **environ},
+    )
+    prometheus = None
+    try:
+        url = f"http://{address}/"
+        wait_until(lambda: requests.get(f"{url}healthz", timeout=1).ok, 20, "global manager")
+        prometheus = Prometheus(tmp_path / "prometheus", [address], rule_files=[GM_RULES])
+        prometheus.wait_for("neat_gm_fleet_errors_total")  # scraped once at 0
+        right = GlobalManagerClient(url, Credentials.from_plain(*environ.values()), retries=0)
+        wrong = GlobalManagerClient(url, Credentials.from_plain("admin", "wrong"), retries=0)
+        assert not right.send("compute-1", Reason.OVERLOAD, ["vm-1"]).ok  # fleet unreadable
+        assert wrong.send("compute-1", Reason.UNDERLOAD, []).status == 403
+        # A counter's new series counts from its first scrape: a second refusal raises it.
+        prometheus.wait_for('neat_gm_requests_total{code="403"}')
+        assert wrong.send("compute-1", Reason.UNDERLOAD, []).status == 403
+
+        def firing(alert: str, **labels: str) -> list:
+            matchers = "".join(f', {name}="{value}"' for name, value in labels.items())
+            return prometheus.query(f'ALERTS{{alertname="{alert}", alertstate="firing"{matchers}}}')
+
+        wait_until(lambda: firing("NeatGlobalManagerFleetUnreadable"), 30, "fleet alert")
+        wait_until(
+            lambda: firing("NeatGlobalManagerRequestsRefused", code="403", reason="invalid"),
+            30,
+            "refused requests alert",
+        )
+        assert not firing("NeatGlobalManagerMigrationsFailing")
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        manager.stop()
