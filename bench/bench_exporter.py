@@ -48,7 +48,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,13 +57,8 @@ from prometheus_client import generate_latest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from libvirt_fixtures import (  # noqa: E402
-    IDLE,
-    qemu_domain_xml,
-    wait_until_halted,
-    write_boot_image,
-    write_node_xml,
-)
+from libvirt_fixtures import wait_until_halted, write_node_xml  # noqa: E402
+from libvirt_hosts import LibvirtHosts  # noqa: E402
 from services import Libvirtd  # noqa: E402
 
 from neat_exporter.config import config_from_mapping  # noqa: E402
@@ -183,26 +177,17 @@ def bench_size(daemon: Libvirtd, workdir: Path, vms: int, repeat: int) -> dict[s
 
 @contextlib.contextmanager
 def qemu_vms(workdir: Path, vms: int):
-    """A private libvirtd with the qemu driver running ``vms`` halting TCG VMs; yields its URI."""
-    daemon = Libvirtd(workdir / "libvirtd-qemu", qemu=True)
-    conn = libvirt.open(daemon.uri())
-    tag = uuid.uuid4().hex[:8]
-    domains = []
-    try:
-        for index in range(vms):
-            image = write_boot_image(workdir / f"idle-{index}.img", IDLE)  # qemu locks its disk
-            xml = qemu_domain_xml(
-                f"neat-bench-{tag}-{index}", str(uuid.uuid4()), image, index=index
-            )
-            domains.append(conn.createXML(xml, 0))
-        wait_until_halted(conn, [domain.UUIDString() for domain in domains], timeout=vms * 2.0)
-        yield daemon.uri()
-    finally:
-        for domain in domains:
-            with contextlib.suppress(libvirt.libvirtError):
-                domain.destroy()
-        conn.close()
-        daemon.stop()
+    """A private qemu-driver libvirtd (tests/libvirt_hosts.py) running ``vms`` halting TCG VMs;
+    yields its URI."""
+    host = "neat-bench"
+    with LibvirtHosts(workdir / "hosts", [host]) as hosts:
+        uuids = [
+            hosts.start_vm(host, f"neat-bench-{index}", "idle", persistent=False, index=index)
+            for index in range(vms)
+        ]
+        with hosts.connect(host) as conn:
+            wait_until_halted(conn, uuids, timeout=vms * 2.0)
+        yield hosts.uri(host)
 
 
 def bench_uri(uri: str, vms: int, repeat: int, per_domain_info: bool) -> dict[str, float]:

@@ -746,7 +746,188 @@ def fleet_dashboard() -> model.Dashboard:
             .height(8)
         )
     )
-    return finish(dash.build())
+    return finish(global_manager_row(dash).build())
+
+
+def quantile(q: float, histogram: str, legend: str) -> Dataquery:
+    """A quantile of a global manager histogram over Grafana's interval."""
+    return query(
+        f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[$__rate_interval])))",
+        legend,
+    )
+
+
+def counts(title: str, description: str, counter: str, labels: tuple[str, ...]) -> timeseries.Panel:
+    """Events per Grafana interval of a global manager counter, by ``labels``, as stacked bars
+    half the width."""
+    by = ", ".join(labels)
+    legend = " ".join(f"{{{{{label}}}}}" for label in labels)
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .with_target(query(f"sum by ({by}) (increase({counter}[$__rate_interval]))", legend))
+        .draw_style(GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(StackingConfig().mode(StackingMode.NORMAL))
+        .unit("short")
+        .decimals(0)
+        .min(0)
+        .span(12)
+        .height(8)
+    )
+
+
+def global_manager_row(dash: Dashboard) -> Dashboard:
+    """What ``neat-exporter global-manager`` did with the fleet's requests: its ``neat_gm_*``
+    series carry no host selection (one global manager per fleet), so they are read whole."""
+    return (
+        dash.with_row(Row("Global manager"))
+        .with_panel(
+            tile("Active hosts", "Hosts the global manager's latest fleet view holds as active")
+            .with_target(query('sum(neat_gm_hosts{state="active"})', "active"))
+            .graph_mode(BigValueGraphMode.NONE)
+        )
+        .with_panel(
+            tile("Asleep hosts", "Hosts the global manager switched off and has not woken")
+            .with_target(query('sum(neat_gm_hosts{state="asleep"})', "asleep"))
+            .thresholds(steps((None, "text"), (1, "blue")))
+            .graph_mode(BigValueGraphMode.NONE)
+        )
+        .with_panel(
+            tile(
+                "Excluded hosts",
+                "Hosts the latest plan left out of placement (stale or missing data)",
+            )
+            .with_target(query('sum(neat_gm_hosts{state="excluded"})', "excluded"))
+            .thresholds(steps((None, "green"), (1, "orange")))
+            .color_mode(BigValueColorMode.BACKGROUND)
+        )
+        .with_panel(
+            tile("Migrations in progress")
+            .with_target(query("sum(neat_gm_migrations_in_progress)", "running"))
+            .graph_mode(BigValueGraphMode.NONE)
+        )
+        .with_panel(
+            tile(
+                "Failed migrations",
+                "Migrations that failed, timed out or could not be verified in the time range",
+            )
+            .with_target(
+                query(
+                    "sum(increase(neat_gm_migrations_total"
+                    '{outcome=~"failed|timeout|unverified"}[$__range]))',
+                    "failed",
+                    instant=True,
+                )
+            )
+            .decimals(0)
+            .thresholds(steps((None, "green"), (1, "red")))
+            .color_mode(BigValueColorMode.BACKGROUND)
+        )
+        .with_panel(
+            tile("Plan age", "Time since the global manager's latest plan")
+            .with_target(query("time() - max(neat_gm_last_plan_timestamp_seconds)", "age"))
+            .unit("s")
+            .graph_mode(BigValueGraphMode.NONE)
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Hosts active and asleep")
+            .description("The global manager's fleet view: active, asleep and excluded hosts")
+            .with_target(query("sum by (state) (neat_gm_hosts)", "{{state}}"))
+            .stacking(StackingConfig().mode(StackingMode.NORMAL))
+            .fill_opacity(60)
+            .decimals(0)
+            .min(0)
+            .override_by_name("active", [fixed_color("green")])
+            .override_by_name("asleep", [fixed_color("blue")])
+            .override_by_name("excluded", [fixed_color("orange")])
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            statetimeline.Panel()
+            .title("Hosts asleep")
+            .description("Each host the global manager switched off, until it woke it again")
+            .with_target(query("max by (host) (neat_gm_host_asleep)", "{{host}}"))
+            .mappings(
+                [
+                    model.ValueMap(
+                        options={
+                            "0": model.ValueMappingResult(text="awake", color="green", index=0),
+                            "1": model.ValueMappingResult(text="asleep", color="blue", index=1),
+                        }
+                    )
+                ]
+            )
+            .data_links([host_link()])
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            counts(
+                "Requests by outcome",
+                "PUT / requests the global manager answered, by reason and HTTP status "
+                "(200 done; 401/403 bad credentials; 400/412 bad request)",
+                "neat_gm_requests_total",
+                ("reason", "code"),
+            )
+        )
+        .with_panel(
+            counts(
+                "Plans by result",
+                "executed, dry_run, empty (nothing to move), no_placement (no host fits), busy "
+                "(host already being processed), fleet_error (Prometheus unreadable), failed",
+                "neat_gm_plans_total",
+                ("reason", "result"),
+            )
+        )
+        .with_panel(
+            counts(
+                "Migrations by outcome",
+                "migrated (verified on the destination), failed, timeout, unverified, dry_run",
+                "neat_gm_migrations_total",
+                ("outcome",),
+            )
+            .override_by_name("migrated", [fixed_color("green")])
+            .override_by_name("failed", [fixed_color("red")])
+            .override_by_name("timeout", [fixed_color("orange")])
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Migration and plan duration")
+            .description(
+                "Median and 95th percentile of one live migration, and of reading the fleet "
+                "and planning"
+            )
+            .with_target(quantile(0.5, "neat_gm_migration_duration_seconds", "migration p50"))
+            .with_target(quantile(0.95, "neat_gm_migration_duration_seconds", "migration p95"))
+            .with_target(quantile(0.95, "neat_gm_plan_duration_seconds", "plan p95"))
+            .unit("s")
+            .min(0)
+            .span(12)
+            .height(8)
+        )
+        .with_panel(
+            counts(
+                "Power actions",
+                "Hosts switched off and on, by result: ok, failed, dry_run, skipped "
+                "(protected host or no power backend)",
+                "neat_gm_power_actions_total",
+                ("action", "result"),
+            )
+        )
+        .with_panel(
+            counts(
+                "VMs left in place",
+                "VMs asked to move that the global manager kept where they were: cooldown, "
+                "opt_out, cap_request, cap_hour, unknown_vm",
+                "neat_gm_vms_skipped_total",
+                ("reason",),
+            )
+        )
+    )
 
 
 DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {

@@ -26,7 +26,7 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from neat_exporter.config import GlobalManagerConfig
-from neat_exporter.errors import ConfigError, InputError
+from neat_exporter.errors import ConfigError, InputError, innermost_cause
 from neat_exporter.identifiers import check_host_name, check_vm_uuid
 from neat_exporter.vocabulary import Reason
 from neat_exporter.worker import QueueWorker
@@ -121,7 +121,7 @@ class GlobalManagerClient:
                     self.url, data=self._form(host, reason, vm_uuids), timeout=self.timeout
                 )
             except requests.ConnectionError as error:
-                detail = f"cannot reach the global manager at {self.url}: {_short(error)}"
+                detail = f"cannot reach the global manager at {self.url}: {innermost_cause(error)}"
                 status = None
             except requests.Timeout:
                 return RequestOutcome(
@@ -132,7 +132,8 @@ class GlobalManagerClient:
                     "processing the request; not retried)",
                 )
             except requests.RequestException as error:
-                return RequestOutcome(False, None, attempts, f"request failed: {_short(error)}")
+                detail = f"request failed: {innermost_cause(error)}"
+                return RequestOutcome(False, None, attempts, detail)
             else:
                 status = response.status_code
                 if status == 200:
@@ -166,14 +167,6 @@ class GlobalManagerClient:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _short(error: Exception) -> str:
-    """The innermost cause of a requests error, without the URL repeated three times."""
-    while error.args and isinstance(error.args[0], Exception):
-        error = error.args[0]
-    reason = getattr(error, "reason", None)
-    return str(reason if isinstance(reason, Exception) else error)
 
 
 class MigrationRequester:

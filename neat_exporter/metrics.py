@@ -66,6 +66,11 @@ def _host(s: Snapshot) -> Iterator[GaugeMetricFamily]:
         s.capacity_hz,
     )
     yield _gauge(
+        "neat_host_memory_bytes",
+        "Physical memory of the host (absent when the source does not know it).",
+        s.memory_bytes,
+    )
+    yield _gauge(
         "neat_host_cpu_utilization_ratio",
         "Latest host utilization: (sum of VMs + hypervisor overhead) / capacity; may exceed 1.",
         s.utilization,

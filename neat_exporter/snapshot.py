@@ -76,6 +76,8 @@ class Snapshot:
     algorithms: AlgorithmSet
     recent: tuple[PastCycle, ...] = ()
     """The latest RECENT_CYCLES cycles since the process started, this one last."""
+    memory_bytes: float | None = None
+    """The host's physical memory; None when the source does not know it."""
 
     @property
     def underloaded(self) -> bool:
@@ -145,6 +147,7 @@ def build_snapshot(
         ),
         algorithms=algorithms,
         recent=(*earlier, this_cycle),
+        memory_bytes=None if reading.ram_total_mb is None else reading.ram_total_mb * MIB,
     )
 
 

@@ -15,20 +15,19 @@ which a VM was not on the host. Three readers fill it:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time as time_module
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import requests
 
 from neat_exporter.errors import InputError
 from neat_exporter.parsing import parse_duration
+from neat_exporter.promql import PrometheusAPI, RangeSeries, quote
 from neat_exporter.traces import is_trace_archive, read_planetlab
 
 PLANETLAB_TIME_STEP = 300.0
@@ -254,11 +253,6 @@ def parse_timestamp(text: str, now: float | None = None) -> float:
     return _parse_time(text, "time")
 
 
-def _quote(value: str) -> str:
-    """A PromQL string literal (its escapes are JSON's)."""
-    return json.dumps(value)
-
-
 class PrometheusQuery:
     """Range queries against one Prometheus, each series restricted to one host.
 
@@ -280,54 +274,33 @@ class PrometheusQuery:
     ):
         if end <= start:
             raise InputError("--end must be after --start")
-        self.url = url.rstrip("/")
+        self.api = PrometheusAPI(url, timeout=timeout, session=session)
+        self.url = self.api.url
         self.start, self.end, self.step = start, end, step
         self.host, self.instance = host, instance
-        self.timeout = timeout
-        self.session = session or requests.Session()
 
     def expression(self, metric: str) -> str:
         if self.instance is not None:
-            return f"{metric}{{instance={_quote(self.instance)}}}"
+            return f"{metric}{{instance={quote(self.instance)}}}"
         if self.host is not None:
-            info = f"max by (instance, job) (neat_host_info{{host={_quote(self.host)}}})"
+            info = f"max by (instance, job) (neat_host_info{{host={quote(self.host)}}})"
             return f"{metric} * on (instance, job) group_left () {info}"
         return metric
 
-    def range(self, metric: str) -> list[dict[str, Any]]:
-        """The matrix of ``metric`` for this host: [{"metric": labels, "values": [[t, v]...]}]."""
-        expr = self.expression(metric)
-        params = {"query": expr, "start": self.start, "end": self.end, "step": self.step}
-        where = f"Prometheus at {self.url}"
-        try:
-            response = self.session.get(
-                f"{self.url}/api/v1/query_range", params=params, timeout=self.timeout
-            )
-        except requests.RequestException as error:
-            raise InputError(f"{where}: cannot query: {error}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            raise InputError(
-                f"{where}: HTTP {response.status_code} and not a Prometheus API answer "
-                f"(is this the Prometheus base URL?)"
-            ) from None
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error", "no error message") if isinstance(body, dict) else body
-            kind = body.get("errorType", "error") if isinstance(body, dict) else "error"
-            raise InputError(f"{where}: query {expr!r} failed: {kind}: {error}")
-        return body["data"]["result"]
+    def range(self, metric: str) -> list[RangeSeries]:
+        """The matrix of ``metric`` for this host."""
+        return self.api.query_range(self.expression(metric), self.start, self.end, self.step)
 
-    def grid(self, matrix: list[dict[str, Any]]) -> list[np.ndarray]:
+    def grid(self, matrix: list[RangeSeries]) -> list[np.ndarray]:
         """Each series' values on the step grid (NaN where it has no sample)."""
         steps = math.floor((self.end - self.start) / self.step + 1e-9) + 1
         rows = []
         for series in matrix:
             row = np.full(steps, np.nan)
-            for timestamp, value in series["values"]:
-                index = round((float(timestamp) - self.start) / self.step)
+            for timestamp, value in series.values:
+                index = round((timestamp - self.start) / self.step)
                 if 0 <= index < steps:
-                    row[index] = float(value)
+                    row[index] = value
             rows.append(row)
         return rows
 
@@ -362,7 +335,7 @@ def from_prometheus(
         raise InputError(
             f"Prometheus at {query.url}: no neat_vm_cpu_usage_hertz series for {who} in that time"
         )
-    instances = sorted({series["metric"].get("instance", "") for series in cpu})
+    instances = sorted({series.labels.get("instance", "") for series in cpu})
     if len(instances) > 1:
         raise InputError(
             f"Prometheus at {query.url}: VM series of {len(instances)} instances "
@@ -371,7 +344,7 @@ def from_prometheus(
     rows = query.grid(cpu)
     vms_mhz: dict[str, np.ndarray] = {}
     for series, row in zip(cpu, rows, strict=True):
-        name = series["metric"].get("vm_uuid")
+        name = series.labels.get("vm_uuid")
         if name is None:
             raise InputError("neat_vm_cpu_usage_hertz: a series without a vm_uuid label")
         vms_mhz[name] = row / 1e6
@@ -382,7 +355,7 @@ def from_prometheus(
     for series, row in zip(memory_matrix, query.grid(memory_matrix), strict=True):
         value = _last_value(row)
         if value is not None and value > 0:
-            memory[series["metric"].get("vm_uuid", "")] = value / 2**20
+            memory[series.labels.get("vm_uuid", "")] = value / 2**20
     default_ram = _positive(vm_ram_mb, "--vm-ram-mb")
     ram = {name: memory.get(name, default_ram) for name in vms_mhz}
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # System packages the test suite needs (Debian 12): libvirt for the binding and a private
-# libvirtd, qemu for real VMs, Prometheus/promtool and Alertmanager for the end-to-end tests;
+# libvirtd, qemu for real VMs, Prometheus/promtool and Alertmanager for the end-to-end tests,
+# ipmitool for the power tests against an emulated BMC;
 # podman, runc and mmdebstrap build and run the container image (`make image`), and
 # systemd-analyze checks the systemd units; headless chromium renders the landing page;
 # RabbitMQ and PostgreSQL for the OpenStack control plane (run privately, never as services).
 # Runs only as root; otherwise it says what is missing and the tests that need it skip.
+# It installs packages and changes no configuration: the tests' daemons bring their own
+# (tests/libvirt_hosts.py gives each qemu libvirtd a private qemu.conf and libvirt-qemu user).
 set -euo pipefail
 packages=(libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients qemu-system-x86
-          prometheus prometheus-alertmanager
+          prometheus prometheus-alertmanager ipmitool
           podman runc mmdebstrap systemd chromium)
 # The OpenStack control plane of the `openstack` tests: its message broker and its database.
 packages+=(rabbitmq-server postgresql)
@@ -25,15 +28,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-# libvirt's qemu driver refuses to start without this user, even when qemu.conf runs VMs as root.
-getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
-getent passwd libvirt-qemu >/dev/null \
-  || useradd -r -M -g libvirt-qemu -s /usr/sbin/nologin -d /var/lib/libvirt libvirt-qemu
-# Test VMs run as root and log to files, so no virtlogd is needed.
-conf=/etc/libvirt/qemu.conf
-if ! grep -q '^stdio_handler = "file"' "$conf" 2>/dev/null; then
-  mkdir -p /etc/libvirt
-  printf 'user = "root"\ngroup = "root"\nstdio_handler = "file"\n' > "$conf"
 fi

@@ -6,6 +6,10 @@ missing username/password -> 401, wrong digests -> 403, missing reason/time/host
 than 0/1 or reason 1 without vm_uuids -> 400, a time stamp more than 5 s old -> 412, else 200 with
 an empty body. Other methods on ``/`` -> 405. Like Neat's wsgiref server it handles one request at
 a time. Accepted requests are recorded; tests can also make it slow or answer fixed statuses.
+
+The real global manager (``neat-exporter global-manager``) answers the exporter and the bridge in
+tests/test_e2e_global_manager.py; this fake stays for the client's own tests, which need a peer
+that refuses, stalls or vanishes on demand.
 """
 
 from __future__ import annotations

@@ -93,6 +93,23 @@ BUSY = bytes.fromhex("EBFE")  # jmp $
 IDLE = bytes.fromhex("FAF4EBFD")  # cli; hlt; jmp back to hlt
 
 
+# Halts, but switches itself off when the ACPI power button is pressed (bmc.md): it reads the
+# PIIX4 power-management I/O base from PCI 0:1.3 register 0x40, clears and enables PWRBTN
+# (PM1a_STS/PM1a_EN bit 8), idles in hlt, and on PWRBTN_STS writes SLP_EN with SLP_TYP 0 (soft
+# off) to PM1a_CNT. Needs a domain with ACPI; it listens ~0.3 s after power-on.
+# fmt: off
+ACPI_OFF = bytes([
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xD0, 0xBC, 0x00, 0x7C,  # cli; ds=ss=0; sp=7C00
+    0x66, 0xB8, 0x40, 0x0B, 0x00, 0x80, 0xBA, 0xF8, 0x0C, 0x66, 0xEF,  # out 0xCF8, 0x80000B40
+    0xBA, 0xFC, 0x0C, 0x66, 0xED, 0x25, 0xC0, 0xFF, 0x89, 0xC3,  # bx = in(0xCFC) & 0xFFC0
+    0x89, 0xDA, 0xB8, 0x00, 0x01, 0xEF,                          # PM1a_STS: clear PWRBTN_STS
+    0x83, 0xC2, 0x02, 0xEF, 0xFB,                                # PM1a_EN: PWRBTN_EN; sti
+    0xF4, 0x89, 0xDA, 0xED, 0xA9, 0x00, 0x01, 0x74, 0xF7,        # hlt until PWRBTN_STS
+    0x83, 0xC2, 0x04, 0xB8, 0x00, 0x20, 0xEF, 0xEB, 0xFE,        # PM1a_CNT = SLP_EN: off
+])
+# fmt: on
+
+
 def duty(busy_ticks: int, idle_ticks: int) -> bytes:
     """Busy for ``busy_ticks`` BIOS ticks (54.9 ms), then hlt for ``idle_ticks``, forever."""
     a, b = busy_ticks, idle_ticks
@@ -113,15 +130,19 @@ def write_boot_image(path: Path, code: bytes) -> Path:
     return path
 
 
-def qemu_domain_xml(name: str, uuid: str, image: Path, memory_mib: int = 32, index: int = 0) -> str:
-    """A TCG domain booting ``image``, with Nova metadata so the info labels can be checked."""
+def qemu_domain_xml(
+    name: str, uuid: str, image: Path, memory_mib: int = 32, index: int = 0, acpi: bool = False
+) -> str:
+    """A TCG domain booting ``image``, with Nova metadata so the info labels can be checked;
+    ``acpi`` gives it ACPI (a power button, for :data:`ACPI_OFF`)."""
     return (
         "<domain type='qemu'>"
         f"<name>{name}</name><uuid>{uuid}</uuid>"
         f"<metadata>{nova_metadata(index)}</metadata>"
         f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
         "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
-        "<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+        + ("<features><acpi/></features>" if acpi else "")
+        + "<devices><disk type='file' device='disk'><driver name='qemu' type='raw'/>"
         f"<source file={quoteattr(str(image))}/><target dev='hda' bus='ide'/></disk>"
         "<serial type='null'/><memballoon model='virtio'/></devices></domain>"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from services import Exporter, Prometheus
@@ -15,10 +15,11 @@ HISTOGRAMS = {"neat_cycle_duration_seconds", "neat_migration_request_duration_se
 
 
 def documented_metrics() -> list[str]:
-    """Every exporter metric in the tables of docs/metrics.md (the bridge's are its own)."""
+    """Every exporter metric in the tables of docs/metrics.md (the bridge's and the global
+    manager's are their own)."""
     text = (ROOT / "docs" / "metrics.md").read_text()
     names = set(re.findall(r"^\| `(neat_[a-z_]+)", text, flags=re.MULTILINE))
-    return sorted(name for name in names if not name.startswith("neat_bridge_"))
+    return sorted(name for name in names if not name.startswith(("neat_bridge_", "neat_gm_")))
 
 
 def selecting_libvirt_config(uri: str) -> dict:
@@ -37,13 +38,16 @@ def selecting_libvirt_config(uri: str) -> dict:
 
 
 @contextlib.contextmanager
-def scraped_exporter(tmp_path: Path, config: dict) -> Iterator[Prometheus]:
+def scraped_exporter(
+    tmp_path: Path, config: dict, more_targets: Sequence[str] = ()
+) -> Iterator[Prometheus]:
     """`neat-exporter run --config` with ``config`` (plus a history directory), scraped by a
-    real Prometheus until it is up; stops both afterwards."""
+    real Prometheus until it is up, with ``more_targets`` in the same job; stops both
+    afterwards."""
     exporter = Exporter(tmp_path, {**config, "history_dir": str(tmp_path / "history")})
     prometheus = None
     try:
-        prometheus = Prometheus(tmp_path / "prometheus", [exporter.address])
+        prometheus = Prometheus(tmp_path / "prometheus", [exporter.address, *more_targets])
         prometheus.wait_for('up{job="neat"} == 1', timeout=30)
         yield prometheus
     finally:

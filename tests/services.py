@@ -7,13 +7,15 @@ polling, and stopped by its PID. A missing program skips the test with the reaso
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,11 +32,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def require_program(name: str) -> str:
-    """Path of ``name``, or skip the test saying what is missing."""
-    path = shutil.which(name) or next(
+def find_program(name: str) -> str | None:
+    """Path of ``name`` on PATH or in the sbin/bin directories root's PATH would have."""
+    return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
     )
+
+
+def require_program(name: str) -> str:
+    """Path of ``name``, or skip the test saying what is missing."""
+    path = find_program(name)
     if path is None:
         pytest.skip(f"{name} is not installed on this machine (make test installs it as root)")
     return path
@@ -53,6 +60,43 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, interval:
             last_error = error
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def in_private_mounts(
+    argv: Sequence[str],
+    binds: Mapping[str, Path],
+    scratch: Path,
+    namespaces: Sequence[str] = (),
+    then: Sequence[Sequence[str]] = (),
+) -> list[str]:
+    """``argv`` in a new mount namespace (plus ``namespaces``, e.g. ``--cgroup``) in which each
+    path of ``binds`` shows the given private directory or file. A path missing on the machine
+    is made inside a private overlay of its nearest existing parent, the overlay's layers in a
+    fresh directory under ``scratch``: nothing outside the temporary directories is written.
+    ``then`` runs after the mounts. ``exec`` all the way: the PID started is ``argv``'s, and
+    the mounts vanish with the last process in the namespace. Needs root."""
+    script: list[list[str]] = [["set", "-e"]]
+    layers = Path(tempfile.mkdtemp(prefix="overlay-", dir=scratch))
+    overlaid: set[Path] = set()
+    for target, source in binds.items():
+        parent = Path(target)
+        while not parent.exists():
+            parent = parent.parent
+        if parent != Path(target) and parent not in overlaid:
+            overlaid.add(parent)
+            layer = layers / str(len(overlaid))
+            (layer / "upper").mkdir(parents=True)
+            (layer / "work").mkdir()
+            options = f"lowerdir={parent},upperdir={layer}/upper,workdir={layer}/work"
+            script.append(["mount", "-t", "overlay", "overlay", "-o", options, str(parent)])
+            script.append(["mkdir", "-p", target])
+        script.append(["mount", "--bind", str(source), target])
+    script.extend(list(command) for command in then)
+    script.append(["exec", *argv])
+    return [
+        find_program("unshare"), "--mount", *namespaces, "--propagation", "private",
+        "sh", "-c", "\n".join(map(shlex.join, script)),
+    ]  # fmt: skip
 
 
 class Process:
@@ -265,17 +309,18 @@ class Alertmanager:
         self.process.stop()
 
 
+# Where a privileged libvirtd keeps its state whatever its configuration says (and, for the
+# qemu driver, /etc/libvirt: libvirt_hosts.py).
+LIBVIRT_STATE_PATHS = ("/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt")
+
+
 class Libvirtd:
-    """A private libvirtd on a unix socket in ``workdir``.
+    """A private libvirtd with only the test driver (starts in ~0.03 s) on a unix socket in
+    ``workdir``. Real VMs need the qemu driver: libvirt_hosts.py starts those daemons."""
 
-    ``qemu=False`` loads only the test driver (starts in ~0.03 s); ``qemu=True`` loads the qemu
-    driver for real VMs (first start probes qemu for ~8 s, later starts use the cache).
-    """
-
-    def __init__(self, workdir: Path, qemu: bool = False):
+    def __init__(self, workdir: Path):
         self.binary = require_program("libvirtd")
         self.workdir = workdir
-        self.qemu = qemu
         (workdir / "run").mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "run" / "libvirt-sock"
         self.config = workdir / "libvirtd.conf"
@@ -288,23 +333,27 @@ class Libvirtd:
         self.start()
 
     def uri(self, path: str = "/default") -> str:
-        driver = "qemu+unix:///system" if self.qemu else f"test+unix://{path}"
-        return f"{driver}?socket={self.socket}"
+        return f"test+unix://{path}?socket={self.socket}"
 
     def start(self) -> None:
-        env = dict(os.environ)
-        if not self.qemu:
-            empty = self.workdir / "no-drivers"
-            empty.mkdir(exist_ok=True)
-            env["LIBVIRT_DRIVER_DIR"] = str(empty)
+        empty = self.workdir / "no-drivers"
+        empty.mkdir(exist_ok=True)
         if self.socket.exists():
             self.socket.unlink()  # left behind by SIGKILL
+        argv = [self.binary, "-f", str(self.config), "--pid-file", str(self.workdir / "pid")]
+        if os.geteuid() == 0:
+            # A privileged daemon writes under /run/libvirt and /var/*/libvirt: give it its own.
+            binds = {path: self.workdir / "state" / path.strip("/").replace("/", "-")
+                     for path in LIBVIRT_STATE_PATHS}  # fmt: skip
+            for private in binds.values():
+                private.mkdir(parents=True, exist_ok=True)
+            argv = in_private_mounts(argv, binds, self.workdir)
         self.process = Process(
-            [self.binary, "-f", str(self.config), "--pid-file", str(self.workdir / "pid")],
+            argv,
             self.workdir / "libvirtd.out",
-            env=env,
+            env={**os.environ, "LIBVIRT_DRIVER_DIR": str(empty)},
         )
-        wait_until(self._answers, 60 if self.qemu else 15, "libvirtd socket")
+        wait_until(self._answers, 15, "libvirtd socket")
 
     def _answers(self) -> bool:
         if not self.process.alive():

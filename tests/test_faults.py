@@ -141,7 +141,8 @@ def test_libvirtd_killed_and_restarted(tmp_path, libvirtd, domains, exporters):
         lambda: exporter.value("neat_host_history_samples") > samples_before,
         "history to continue where it was",
     )
-    assert vms <= vm_uuids(exporter.metrics())
+    # The first cycle after the restart may have run before the VMs were added again.
+    exporter.wait_for(lambda: vms <= vm_uuids(exporter.metrics()), "the VMs to show again")
     assert exporter.process.alive()
 
 

@@ -92,6 +92,34 @@ VALUE_SETS = {
             "scrape": {"tlsConfig": {"insecureSkipVerify": True}},
         },
     },
+    "global-manager": {
+        "credentials": {"username": USERNAME, "password": PASSWORD},
+        "serviceMonitor": {"enabled": True},
+        "config": {"global_manager": {"mode": "on"}},
+        "globalManager": {
+            "enabled": True,
+            "persistence": {"enabled": True, "storageClass": "fast", "size": "2Gi"},
+            "secretFiles": "neat-bmc",
+            "config": {
+                "prometheus": {"url": "http://prometheus-operated.monitoring.svc:9090"},
+                "executor": {
+                    "type": "libvirt",
+                    "libvirt": {"uri_template": "qemu+tls://{host}/system", "max_total": 4},
+                },
+                "policy": {"cooldown": 1800, "never_switch_off": ["compute-0*"]},
+                "hosts": {
+                    "compute-1": {
+                        "redfish": {
+                            "url": "https://bmc-1.example",
+                            "system_id": "1",
+                            "username": "admin",
+                            "password_file": "/etc/neat-exporter/secrets/bmc-1.password",
+                        }
+                    }
+                },
+            },
+        },
+    },
     "existing-secret-no-history": {
         "credentials": {"existingSecret": "neat-credentials", "usernameKey": "user"},
         "exporter": {"history": {"enabled": False}},
@@ -803,3 +831,209 @@ def test_tls_values_in_the_deployment_guide_render():
     sources = volumes_by_name(pod)["web-config"]["projected"]["sources"]
     assert {"secret": {"name": "neat-exporter-tls"}} in sources
     assert endpoints(objects)["ServiceMonitor/exporter"]["scheme"] == "https"
+
+
+# --- the global manager ----------------------------------------------------------------------
+
+GM = VALUE_SETS["global-manager"]
+GM_STATE = "/var/lib/neat-global-manager"
+
+
+def test_global_manager_is_off_by_default():
+    for values in (VALUE_SETS["defaults"], EVERYTHING):
+        objects = manifests(values)
+        labels = [o["metadata"]["labels"].get("app.kubernetes.io/component") for o in objects]
+        assert "global-manager" not in labels
+
+
+def test_global_manager_runs_once_recreated_and_locked_down():
+    objects = manifests(GM)
+    deployment = only(objects, "Deployment", "global-manager")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod, container = container_of(objects, "Deployment", "global-manager")
+    assert container["command"] + container["args"] == [
+        "neat-exporter",
+        "global-manager",
+        "--config",
+        "/etc/neat-exporter/config.yml",
+    ]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 60080, "protocol": "TCP"}]
+    service = only(objects, "Service", "global-manager")
+    assert service["spec"]["ports"][0]["port"] == 60080
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The notes tell where to point the exporters.
+    url = f"http://{service['metadata']['name']}.{NAMESPACE}.svc:60080/"
+    assert f"Global manager (libvirt): {url}" in render(GM)["neat-exporter/templates/NOTES.txt"]
+
+
+def test_global_manager_config_is_accepted_by_its_own_parser(tmp_path):
+    """The rendered file, read by the global manager's loader and by its --check-config."""
+    from neat_exporter.globalmanager.config import load_settings
+
+    objects = manifests(GM)
+    config = rendered_config(objects, "global-manager")
+    assert config["listen"] == ":60080"
+    assert config["state_file"] == f"{GM_STATE}/state.json"
+    assert config["audit_log"] == f"{GM_STATE}/audit.jsonl"
+    # The credential files are where the shared Secret is mounted, under the names it gives.
+    pod, container = container_of(objects, "Deployment", "global-manager")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    items = volumes_by_name(pod)["credentials"]["secret"]["items"]
+    assert {f"{mounts['credentials']}/{item['path']}" for item in items} == {
+        config["username_file"],
+        config["password_file"],
+    }
+    assert mounts["state"] == GM_STATE
+    # As the pod would read it: the Secret's files under a folder standing in for the mount.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "username").write_text(USERNAME)
+    (credentials / "password").write_text(PASSWORD)
+    local = dict(config, username_file=str(credentials / "username"))
+    local["password_file"] = str(credentials / "password")
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(local))
+    settings = load_settings(path, environ={})
+    assert (settings.username, settings.password) == (USERNAME, PASSWORD)
+    assert settings["executor.type"] == "libvirt"
+    assert settings["executor.libvirt.uri_template"] == "qemu+tls://{host}/system"
+    assert settings["executor.libvirt.max_total"] == 4
+    assert settings["prometheus.url"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert settings["policy.never_switch_off"] == ("compute-0*",)
+    argv = [sys.executable, "-m", "neat_exporter", "global-manager", "--config", str(path)]
+    check = subprocess.run([*argv, "--check-config"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert PASSWORD not in check.stdout + check.stderr
+
+
+def test_global_manager_default_config_is_accepted(tmp_path):
+    """The chart's defaults alone: dry_run, no power backend."""
+    from neat_exporter.globalmanager.config import load_settings
+
+    values = {"globalManager": {"enabled": True}, "credentials": {"existingSecret": "creds"}}
+    config = rendered_config(manifests(values), "global-manager")
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    environ = {"NEAT_GLOBAL_MANAGER_USERNAME": "u", "NEAT_GLOBAL_MANAGER_PASSWORD": "p"}
+    settings = load_settings(path, environ=environ)
+    assert settings["executor.type"] == "dry_run"
+    assert settings["power.backend"] == "none"
+
+
+def test_global_manager_state_volume():
+    objects = manifests(GM)
+    pod, _ = container_of(objects, "Deployment", "global-manager")
+    claim = only(objects, "PersistentVolumeClaim", "global-manager")
+    assert volumes_by_name(pod)["state"] == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    }
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    existing = json.loads(json.dumps(GM))
+    existing["globalManager"]["persistence"]["existingClaim"] = "gm-state"
+    objects = manifests(existing)
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    pod, _ = container_of(objects, "Deployment", "global-manager")
+    assert volumes_by_name(pod)["state"]["persistentVolumeClaim"] == {"claimName": "gm-state"}
+    values = {"globalManager": {"enabled": True}, "credentials": {"existingSecret": "creds"}}
+    pod, _ = container_of(manifests(values), "Deployment", "global-manager")
+    assert "emptyDir" in volumes_by_name(pod)["state"]
+
+
+def test_global_manager_secret_files_are_mounted_read_only():
+    pod, container = container_of(manifests(GM), "Deployment", "global-manager")
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["secret-files"] == {
+        "name": "secret-files",
+        "mountPath": "/etc/neat-exporter/secrets",
+        "readOnly": True,
+    }
+    assert volumes_by_name(pod)["secret-files"]["secret"]["secretName"] == "neat-bmc"
+    assert "env" not in container
+
+
+def test_global_manager_is_scraped_as_the_rules_expect():
+    (endpoint,) = only(manifests(GM), "ServiceMonitor", "global-manager")["spec"]["endpoints"]
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": "neat-global-manager"}]
+    rules = (ROOT / "alerts" / "neat-global-manager.rules.yml").read_text()
+    assert 'up{job="neat-global-manager"}' in rules
+
+
+def test_global_manager_served_with_the_web_config():
+    values = json.loads(json.dumps(GM))
+    values["webConfig"] = {
+        "enabled": True,
+        "globalManager": True,
+        "existingSecret": "neat-web-config",
+        "scrape": {"tlsConfig": {"insecureSkipVerify": True}},
+    }
+    objects = manifests(values)
+    _, container = container_of(objects, "Deployment", "global-manager")
+    assert config_file(objects) == f"{WEB_DIR}/web-config.yml"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (endpoint,) = only(objects, "ServiceMonitor", "global-manager")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    # Off by default even with a web config: its clients would need https.
+    values["webConfig"].pop("globalManager")
+    assert "web_config_file" not in rendered_config(manifests(values), "global-manager")
+
+
+def config_file(objects: list[dict]) -> str:
+    return rendered_config(objects, "global-manager")["web_config_file"]
+
+
+def test_global_manager_without_credentials_is_refused_by_name():
+    with (
+        helm.Chart.load(str(CHART)) as chart,
+        pytest.raises(helm.HelmRenderError, match=r"globalManager\.enabled needs credentials"),
+    ):
+        chart.render({"globalManager": {"enabled": True}}, name=RELEASE)
+
+
+def test_global_manager_schema_refuses_what_the_chart_sets_and_inline_secrets():
+    with helm.Chart.load(str(CHART)) as chart:
+        for bad in (
+            {"globalManager": {"config": {"listen": ":1"}}},
+            {"globalManager": {"config": {"state_file": "/tmp/state"}}},
+            {"globalManager": {"config": {"password_file": "/tmp/pw"}}},
+            {"globalManager": {"config": {"hosts": {"c1": {"redfish": {"password": "x"}}}}}},
+            {"globalManager": {"config": {"prometheus": {"url": "prometheus:9090"}}}},
+            {"globalManager": {"replicas": 2}},
+            {"globalManager": {"persistence": {"size": "lots"}}},
+        ):
+            with pytest.raises(helm.HelmValuesError):
+                chart.validate_schema(bad)
+        chart.validate_schema(GM)
+
+
+def test_global_manager_values_in_the_deployment_guide_render_and_parse(tmp_path):
+    from neat_exporter.globalmanager.config import load_settings
+
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", guide, flags=re.DOTALL)]
+    values = next(b for b in blocks if "globalManager" in b)
+    base = next(b for b in blocks if "serviceMonitor" in b)
+    merged = {**base, **values, "config": {**base["config"], **values["config"]}}
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(merged)
+    objects = manifests(merged)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(rendered_config(objects, "global-manager")))
+    environ = {"NEAT_GLOBAL_MANAGER_USERNAME": "u", "NEAT_GLOBAL_MANAGER_PASSWORD": "p"}
+    settings = load_settings(path, environ=environ)
+    assert settings["executor.type"] == "dry_run"
+    # The exporters' URL is the global manager's Service, at its port, in the guide's release.
+    service = only(objects, "Service", "global-manager")
+    url = rendered_config(objects, "exporter")["global_manager"]["url"]
+    name = service["metadata"]["name"].replace(RELEASE, "neat", 1)
+    port = service["spec"]["ports"][0]["port"]
+    assert url == f"http://{name}.{NAMESPACE}.svc:{port}/"
+    assert only(objects, "ServiceMonitor", "global-manager")

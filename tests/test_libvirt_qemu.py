@@ -9,30 +9,18 @@ A real Prometheus scraping `neat-exporter run` on these VMs sees every documente
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from libvirt_fixtures import (
-    BUSY,
-    IDLE,
-    cpu_times,
-    duty,
-    expected_info,
-    qemu_domain_xml,
-    wait_until_halted,
-    write_boot_image,
-)
+from libvirt_fixtures import BUSY, IDLE, cpu_times, duty, expected_info, wait_until_halted
+from libvirt_hosts import LibvirtHosts, skip_unless_hosts_can_run
 from prometheus_checks import (
     assert_every_documented_metric,
     scraped_exporter,
     selecting_libvirt_config,
 )
-from services import Libvirtd, require_program
 
 from neat_exporter.sources import Reading
 from neat_exporter.sources.libvirt import LibvirtSource
@@ -42,13 +30,14 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed
 pytestmark = pytest.mark.services
 
 LOADS = {"busy": BUSY, "quarter": duty(1, 3), "idle": IDLE}
+HOST = "neat-qemu-host"
 WINDOW_S = 2.0
 TOLERANCE_CORES = 0.05
 
 
 @dataclass
 class VMs:
-    """The three VMs, booted, on a private libvirtd with the qemu driver."""
+    """The three VMs, booted, on a private qemu-driver libvirtd (libvirt_hosts.py)."""
 
     uri: str
     conn: libvirt.virConnect
@@ -67,31 +56,17 @@ class Measured:
 
 @pytest.fixture(scope="module")
 def vms(tmp_path_factory) -> Iterator[VMs]:
-    require_program("qemu-system-x86_64")
+    skip_unless_hosts_can_run()
     workdir = tmp_path_factory.mktemp("qemu")
-    try:
-        daemon = Libvirtd(workdir / "libvirtd", qemu=True)
-    except (RuntimeError, TimeoutError) as error:
-        pytest.skip(f"libvirtd with the qemu driver does not start on this machine: {error}")
-    conn = libvirt.open(daemon.uri())
-    tag = uuid.uuid4().hex[:8]  # other test runs may share the host's qemu driver state
-    names = {load: f"neat-test-{load}-{tag}" for load in LOADS}
-    uuids = {load: str(uuid.uuid4()) for load in LOADS}
-    domains = []
-    try:
-        for index, (load, code) in enumerate(LOADS.items()):
-            image = write_boot_image(workdir / f"{load}.img", code)
-            xml = qemu_domain_xml(names[load], uuids[load], image, index=index)
-            try:
-                domains.append(conn.createXML(xml, 0))
-            except libvirt.libvirtError as error:
-                pytest.skip(f"qemu cannot start a TCG VM on this machine: {error}")
-        wait_until_halted(conn, [uuids["idle"]])
-        yield VMs(daemon.uri(), conn, uuids, names)
-    finally:
-        _destroy_all(domains)  # each destroy waits 1-2 s for qemu to be reaped: in parallel
-        conn.close()
-        daemon.stop()
+    with LibvirtHosts(workdir, [HOST]) as hosts:
+        names = {load: f"neat-test-{load}" for load in LOADS}
+        uuids = {
+            load: hosts.start_vm(HOST, names[load], code, persistent=False, index=index)
+            for index, (load, code) in enumerate(LOADS.items())
+        }
+        with hosts.connect(HOST) as conn:
+            wait_until_halted(conn, [uuids["idle"]])
+            yield VMs(hosts.uri(HOST), conn, uuids, names)
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +83,6 @@ def measured(vms) -> Measured:
         load: (after[vms.uuids[load]] - before[vms.uuids[load]]) / 1e9 / (t1 - t0) for load in LOADS
     }
     return Measured(readings, reference_cores, vms.uuids, vms.names)
-
-
-def _destroy_all(domains) -> None:
-    def destroy(domain) -> None:
-        with contextlib.suppress(libvirt.libvirtError):  # already gone
-            domain.destroy()
-
-    threads = [threading.Thread(target=destroy, args=(d,)) for d in domains]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
 
 
 def test_vm_mhz_matches_libvirts_own_cpu_time_and_the_known_loads(measured):

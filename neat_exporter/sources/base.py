@@ -51,6 +51,8 @@ class Reading:
     rejected_vms: int = 0
     """VMs left out because their identifier is not a UUID (file names in Neat's data
     directory)."""
+    ram_total_mb: float | None = None
+    """The host's physical memory, for the global manager's placement; None when unknown."""
 
     @property
     def cpu_mhz_total(self) -> float:

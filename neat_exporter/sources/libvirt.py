@@ -160,6 +160,7 @@ class _HostInfo:
     hostname: str
     cpu_cores: int
     core_mhz: float
+    ram_mb: float
 
 
 class _DomainSample(NamedTuple):  # tuples: built a thousand times per cycle, cheaply
@@ -240,8 +241,8 @@ class LibvirtSource:
 
         def open_and_describe() -> tuple[Any, _HostInfo]:
             conn = libvirt.openReadOnly(self.uri)
-            _model, _memory, cpus, mhz, *_ = conn.getInfo()
-            return conn, _HostInfo(conn.getHostname(), int(cpus), float(mhz))
+            _model, memory_mb, cpus, mhz, *_ = conn.getInfo()
+            return conn, _HostInfo(conn.getHostname(), int(cpus), float(mhz), float(memory_mb))
 
         try:
             self._conn, self._host_info = self._call(open_and_describe, "the connection")
@@ -317,6 +318,7 @@ class LibvirtSource:
             host_busy_mhz=self._host_busy_mhz(fetched, host),
             vms=vms,
             skipped_vms=len(fetched.skipped),
+            ram_total_mb=host.ram_mb,
         )
 
     def _vm_mhz(self, sample: _DomainSample, core_mhz: float) -> float | None:

@@ -21,6 +21,18 @@
 {{- printf "%s-bridge" (include "neat-exporter.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "neat-exporter.globalManagerName" -}}
+{{- printf "%s-global-manager" (include "neat-exporter.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "neat-exporter.globalManagerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "neat-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: global-manager
+{{- end }}
+
+{{- define "neat-exporter.globalManagerSecretDir" -}}/etc/neat-exporter/secrets{{- end }}
+
 {{- define "neat-exporter.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: {{ include "neat-exporter.name" . }}
@@ -131,10 +143,11 @@ config can be compared with webConfig.tls and webConfig.clientAuth.
 {{- end }}
 {{- end }}
 
-{{/* Whether a component (exporter, bridge) is served with the web config: "true" or "". */}}
+{{/* Whether a component (exporter, bridge, global-manager) is served with the web config: "true" or "". */}}
 {{- define "neat-exporter.webConfigFor" -}}
 {{- $web := .root.Values.webConfig }}
-{{- if and $web.enabled (or (eq .component "exporter") $web.bridge) }}true{{ end }}
+{{- $wanted := dict "exporter" true "bridge" $web.bridge "global-manager" $web.globalManager }}
+{{- if and $web.enabled (get $wanted .component) }}true{{ end }}
 {{- end }}
 
 {{/*
