@@ -11,6 +11,7 @@ elapsed interval, VMs asking for nothing removed as finished. See docs/reproduct
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time as wallclock
@@ -55,7 +56,10 @@ class Fleet:
     """One day of one policy. ``traces``: (VMs, samples) CPU utilization in percent."""
 
     def __init__(self, traces: np.ndarray, policy: Policy, spec: FleetSpec | None = None):
-        self.spec = spec = spec or FleetSpec()
+        spec = spec or FleetSpec()
+        if policy.history_length:
+            spec = dataclasses.replace(spec, history_length=policy.history_length)
+        self.spec = spec
         traces = np.asarray(traces, dtype=np.float64)
         if traces.ndim != 2 or traces.shape[0] == 0 or traces.shape[1] < 2:
             raise InputError("traces: need at least one VM with at least two samples")

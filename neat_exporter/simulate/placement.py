@@ -34,6 +34,8 @@ class Planner:
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
         self.detector = fleet.policy.detector
+        self.underload_limit = fleet.policy.underload
+        self.placement_limit = fleet.policy.placement
         self.selection = fleet.policy.selection
         self.vm_ram = fleet.vm_ram
         self.vm_mips = fleet.vm_mips
@@ -151,7 +153,11 @@ class Planner:
         """PABFD's choice for one VM, or None: of the suitable hosts that would not be
         overloaded, the one with the least power increase (the first host on ties)."""
         requested = self.requested[vm]
-        candidates = np.nonzero(~excluded & (self.fits >= requested))[0]
+        suitable = ~excluded & (self.fits >= requested)
+        if self.placement_limit is not None:
+            after = (self.allocated + requested) / self.total
+            suitable &= (after <= self.placement_limit) | (self.allocated == 0)
+        candidates = np.nonzero(suitable)[0]
         if candidates.size == 0:
             return None
         allocated = self.allocated[candidates]
@@ -244,7 +250,10 @@ class Planner:
         return migrations
 
     def _least_utilized(self, excluded: np.ndarray, utilization: np.ndarray) -> int | None:
-        eligible = np.flatnonzero(~excluded & (utilization > 0) & (utilization < 1))
+        eligible = ~excluded & (utilization > 0) & (utilization < 1)
+        if self.underload_limit is not None:
+            eligible &= utilization <= self.underload_limit
+        eligible = np.flatnonzero(eligible)
         if eligible.size == 0:
             return None
         for host in eligible[np.argsort(utilization[eligible], kind="stable")]:
