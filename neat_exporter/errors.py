@@ -29,3 +29,11 @@ class InputError(NeatExporterError, ValueError):
     """Data handed to the tool (a trace, a history file, a payload) is malformed.
 
     The message names what is wrong and where."""
+
+
+def innermost_cause(error: BaseException) -> str:
+    """The innermost cause of a wrapped error (requests nests urllib3's), said once."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    reason = getattr(error, "reason", None)
+    return str(reason if isinstance(reason, BaseException) else error)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from neat_exporter.commands import fleet_source
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
 from neat_exporter.simulate.fleet import FleetSpec
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--traces", required=True, metavar="FOLDER", help="PlanetLab days")
+    fleet_source.add_flags(parser)
     parser.add_argument(
         "--train", nargs="+", metavar="DAY", help="days to search on (default: all but --test)"
     )
@@ -137,11 +138,16 @@ def _check(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     _check(args)
+    with fleet_source.days_folder(args) as (folder, source):
+        return _main(args, folder, source)
+
+
+def _main(args: argparse.Namespace, folder: str, source: str) -> int:
     space = _space(args)
-    every = find_days(args.traces, ["all"])
-    test = find_days(args.traces, args.test) if args.test else {}
+    every = find_days(folder, ["all"])
+    test = find_days(folder, args.test) if args.test else {}
     train = (
-        find_days(args.traces, args.train)
+        find_days(folder, args.train)
         if args.train
         else {day: path for day, path in every.items() if day not in test}
     )
@@ -176,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         f"over the training days {' '.join(train)}"
     )
     print(report.table(report.front_rows(front)))
-    _judge(args, chosen, train, test)
+    _judge(args, chosen, train, test, source)
     config = report.config_block(
         chosen.user_attrs["config"],
         chosen.user_attrs["policy"],
@@ -193,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judge(args: argparse.Namespace, chosen, train: dict, test: dict) -> None:
+def _judge(args: argparse.Namespace, chosen, train: dict, test: dict, source: str) -> None:
     """The chosen point (and any baselines) on the training and the test days."""
     policy = chosen.user_attrs["policy"]
     small = (f" --vms {args.vms}" if args.vms else "") + (
@@ -201,8 +207,7 @@ def _judge(args: argparse.Namespace, chosen, train: dict, test: dict) -> None:
     )
     print(f"Chosen: trial {chosen.number}. Reproduce it with")
     print(
-        f"  neat-exporter simulate --traces {args.traces} --days {' '.join(train)}{small} "
-        f"--policy '{policy}'\n"
+        f"  neat-exporter simulate {source} --days {' '.join(train)}{small} --policy '{policy}'\n"
     )
     rows = [(f"{chosen.number} train", chosen.user_attrs["medians"], policy)]
     spec = FleetSpec(hosts=args.hosts)

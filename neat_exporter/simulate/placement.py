@@ -163,7 +163,10 @@ class Planner:
         allocated = self.allocated[candidates]
         after = (allocated + requested) / self.total[candidates]
         # CloudSim's own arithmetic: many hosts tie up to rounding, and the rounding decides.
-        increase = specpower(self.kinds[candidates], after) - self.power_now[candidates]
+        increase = (
+            specpower(self.kinds[candidates], after, self.fleet.power_tables)
+            - self.power_now[candidates]
+        )
         # CloudSim asks the detector about every busy candidate, then takes the minimum. Asking
         # cheapest first, in batches that double, gives the same host (a stable sort keeps ties
         # in host order) while usually asking about far fewer. That matters for Neat's

@@ -10,7 +10,6 @@ trial to exactly one of them.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -24,11 +23,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from neat_exporter.errors import InputError
-from neat_exporter.simulate.fleet import FleetSpec, simulate_day
+from neat_exporter.simulate.fleet import FleetSpec
 from neat_exporter.simulate.metrics import DayResult
 from neat_exporter.simulate.policies import parse_policy
 from neat_exporter.simulate.report import METRICS
-from neat_exporter.simulate.runs import load_day
+from neat_exporter.simulate.runs import run_day
 from neat_exporter.tune.space import Space, suggest
 
 OBJECTIVES = ("energy_kwh", "slav", "migrations")
@@ -50,18 +49,10 @@ class Workload:
         return FleetSpec(hosts=self.hosts)
 
 
-@functools.lru_cache(maxsize=16)
-def _traces(path: Path, vms: int | None) -> np.ndarray:
-    """A day's traces, read once per process however many trials use them."""
-    return load_day(path, vms)
-
-
 def evaluate(policy: str, workload: Workload) -> list[DayResult]:
     """``policy`` (a ``simulate --policy`` text) on every day of ``workload``, in this process."""
     return [
-        simulate_day(
-            _traces(Path(path), workload.vms), parse_policy(policy), day=day, spec=workload.spec()
-        )
+        run_day(Path(path), parse_policy(policy), day, workload.spec(), workload.vms)
         for day, path in workload.days.items()
     ]
 
