@@ -5,6 +5,9 @@
 set -euo pipefail
 packages=(libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients qemu-system-x86
           prometheus prometheus-alertmanager)
+# PostgreSQL for the test of one `tune` search shared by two workers (a private server, run
+# as the package's own postgres account).
+packages+=(postgresql)
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-system-packages: not root, skipping apt; tests needing ${packages[*]} will skip if absent" >&2

@@ -19,6 +19,7 @@ from neat_exporter.errors import NeatExporterError
 from neat_exporter.simulate import parse_policy, simulate_day
 from neat_exporter.simulate.fleet import Fleet, FleetSpec
 from neat_exporter.simulate.placement import Planner
+from neat_exporter.simulate.policies import PRESETS
 from neat_exporter.tune.space import Space, suggest
 from neat_exporter.tune.study import shares, storage_url
 
@@ -235,3 +236,23 @@ def test_two_workers_share_one_search_in_postgresql(planetlab_dir, tmp_path):
         assert json.loads(json.dumps(study.user_attrs["search"]))["days"] == ["20110303"]
     finally:
         server.stop()
+
+
+def test_the_esv_best_preset_and_its_exporter_configuration(capsys):
+    from conftest import ROOT
+
+    preset = parse_policy("esv-best")
+    spelled = parse_policy(PRESETS["esv-best"])
+    assert preset.name == "esv-best"
+    assert (preset.underload, preset.placement) == (0.2, 0.85)
+    workload = small_workload(vms=32, samples=30)
+    spec = FleetSpec(hosts=16, limit=300 * 29)
+    assert simulate_day(workload, preset, spec=spec).as_dict() | {"policy": "", "seconds": 0} == (
+        simulate_day(workload, spelled, spec=spec).as_dict() | {"policy": "", "seconds": 0}
+    )
+    example = ROOT / "config.esv-best.example.yml"
+    assert main(["check-config", str(example)]) == 0
+    shown = capsys.readouterr().out
+    assert "name: threshold" in shown and "minimum_migration_time" in shown
+    with pytest.raises(NeatExporterError, match="no options"):
+        parse_policy("esv-best underload=0.5")
