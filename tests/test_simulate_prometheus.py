@@ -4,6 +4,7 @@ as those traces read from the files; `simulate` and `tune` run on it from the co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -179,3 +180,22 @@ def test_bad_ranges_and_an_empty_prometheus_are_refused(filled_prometheus, capfd
     assert main(["simulate", "--prometheus-url", "http://127.0.0.1:9", *early]) == 2
     assert main(["simulate", "--traces", "x", "--prometheus-url", server.url]) == 2
     assert "either --traces or --prometheus-url" in capfd.readouterr().err
+
+
+def test_an_operators_fleet_runs_out_of_ram(planetlab_dir, monkeypatch):
+    from neat_exporter.simulate.placement import Planner
+
+    fleet = planetlab_fleet(planetlab_dir)
+    roomy = simulate_day(fleet.traces, parse_policy("thr-mmt-0.8"), inventory=fleet)
+    # Each host has just the RAM of the VMs it starts with: a VM moves only where one finished.
+    full = np.bincount(fleet.vm_home, weights=fleet.vm_ram_mb, minlength=len(HOSTS))
+    tight = dataclasses.replace(fleet, host_ram_mb=full)
+    original = Planner.add
+
+    def add(self, host, vm):
+        original(self, host, vm)
+        assert self.free_ram[host] >= 0
+
+    monkeypatch.setattr(Planner, "add", add)
+    stuck = simulate_day(tight.traces, parse_policy("thr-mmt-0.8"), inventory=tight)
+    assert stuck.migrations < roomy.migrations / 10

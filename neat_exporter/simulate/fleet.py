@@ -76,6 +76,7 @@ class Fleet:
         # CloudSim reads integer percents, divides by 100 and repeats the last sample.
         self.data = np.hstack([traces / 100.0, traces[:, -1:] / 100.0])
         self.start_home: np.ndarray | None = None
+        self.ram_limited = inventory is not None
         if inventory is None:
             quarter = math.ceil(n / len(spec.vm_mips))
             vm_type = np.arange(n) // quarter
