@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,7 +119,6 @@ class Search:
     trials: int | None = None
     seconds: float | None = None
     progress: bool = True
-    settings: dict = field(default_factory=dict)
 
     def fingerprint(self) -> dict:
         """What must not change when a search is resumed (it would mix incomparable trials)."""
