@@ -154,7 +154,10 @@ def _day(hosts, keys, usage, ram, window, tables, kinds, step) -> Inventory | No
         if not starting or vm not in ram:
             continue  # not running at the day's start, or its memory is unknown
         home = starting[0][0]
-        merged = np.nanmax(np.array([values[window] for _, values in series]), axis=0)
+        stacked = np.array([values[window] for _, values in series])
+        # A VM reported by two hosts at once (while it migrates) counts once, at its larger use.
+        merged = np.where(np.isnan(stacked), -np.inf, stacked).max(axis=0)
+        merged[np.isneginf(merged)] = np.nan
         present = ~np.isnan(merged)
         gone = np.flatnonzero(~present)
         if gone.size:  # a gap carries the last value over; after the last sample the VM is gone
