@@ -25,8 +25,8 @@ examples:
 policies: npa, dvfs, <detector>-<selection>-<parameter> with detectors thr, iqr, mad, lr, lrr
 and selections mmt, mc, rs, mu (e.g. mad-mmt-2.5), 'neat:<overload algorithm> [key=value ...]'
 for the exporter's own detectors (VM selection MMT, or --neat-selection), and 'paper' for the
-eight policies of P1's Table V. 'esv-best' is the policy `neat-exporter tune` found to beat
-them all (docs/reproduction.md). After the name, the round's options: underload=U (empty only
+eight policies of P1's Table V. 'esv-best' is a tuned policy that beats them all
+(docs/reproduction.md). After the name, the round's options: underload=U (empty only
 hosts at most U utilized), placement=P (fill targets up to P), history=N (values kept per VM),
 and for neat: policies selection=mmt|mu|rs|mc.
 """

@@ -362,9 +362,10 @@ PAPER_POLICIES = (
 )
 """The policies of P1's Table V, in its order."""
 PRESETS: dict[str, str] = {
-    # Found by `neat-exporter tune` on 20110303 and 20110412 and confirmed on all ten days:
-    # median ESV 0.064e-3 at 180.20 kWh against IQR-MMT-1.5's 5.94e-3 at 183.01 kWh
-    # (docs/reproduction.md, "Beating IQR-MMT-1.5"). config.esv-best.example.yml deploys it.
+    # Found by an Optuna search of the round's knobs on 20110303 and 20110412, confirmed on
+    # all ten days: median ESV 0.064e-3 at 180.20 kWh against IQR-MMT-1.5's 5.94e-3 at
+    # 183.01 kWh (docs/reproduction.md, "Beating IQR-MMT-1.5"). config.esv-best.example.yml
+    # deploys it.
     "esv-best": "neat:threshold threshold=1 selection=mmt underload=0.2 placement=0.85",
 }
 """Named policies beyond Table V, by the full text they stand for."""
