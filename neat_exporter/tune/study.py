@@ -92,7 +92,8 @@ def open_storage(url: str) -> Any:
         except Exception as error:  # SQLAlchemy's and the drivers' errors share no base
             attempt += 1
             if attempt == CONNECT_ATTEMPTS:
-                raise InputError(f"--storage: cannot open {_redacted(url)}: {error}") from None
+                reason = (str(error).splitlines() or [type(error).__name__])[0]
+                raise InputError(f"--storage: cannot open {_redacted(url)}: {reason}") from None
             time.sleep(0.5 * attempt)
 
 
