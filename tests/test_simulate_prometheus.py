@@ -15,9 +15,15 @@ import pytest
 from services import Prometheus, require_program
 
 from neat_exporter.cli import main
+from neat_exporter.errors import NeatExporterError
 from neat_exporter.promql import PrometheusAPI
 from neat_exporter.simulate import parse_policy, simulate_day
-from neat_exporter.simulate.inventory import Inventory, linear_power, power_models
+from neat_exporter.simulate.inventory import (
+    Inventory,
+    linear_power,
+    parse_host_power,
+    power_models,
+)
 from neat_exporter.simulate.prometheus import read_fleet, time_range
 from neat_exporter.simulate.runs import load_day
 
@@ -122,6 +128,18 @@ def test_the_fleet_read_back_is_the_fleet_written(filled_prometheus):
                  "vm_names", "vm_mips", "vm_ram_mb", "vm_home", "traces"):  # fmt: skip
         assert np.array_equal(getattr(read, name), getattr(fleet, name)), name
     assert np.array_equal(read.power_tables[-1], linear_power(150.0, 250.0))
+    # A power model named per host wins over the one its cores and speed give.
+    named = read_fleet(
+        PrometheusAPI(server.url), start, end, host_power={"h4": "g5", "h0": (50.0, 60.0)}
+    )
+    named = next(iter(named.values()))
+    assert named.host_power[4] == 1
+    assert np.array_equal(named.power_tables[named.host_power[0]], linear_power(50.0, 60.0))
+    with pytest.raises(NeatExporterError, match="no host 'h9'"):
+        read_fleet(PrometheusAPI(server.url), start, end, host_power={"h9": "g4"})
+    for bad in ("h0", "h0=g7", "h0=60:50", "=g4"):
+        with pytest.raises(NeatExporterError, match=r"host-power|idle"):
+            parse_host_power(bad)
     # The same data gives the same figures, whichever way it came in.
     policy = "thr-mmt-0.8 underload=0.5"
     from_files = simulate_day(fleet.traces, parse_policy(policy), inventory=fleet)

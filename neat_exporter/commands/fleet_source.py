@@ -34,6 +34,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="watts of hosts that are not HP ML110 G4/G5 (SPECpower); default 86 117",
     )
     group.add_argument(
+        "--host-power",
+        action="append",
+        default=[],
+        metavar="HOST=MODEL",
+        help="one host's power model: g4, g5 (SPECpower) or IDLE:MAX watts (repeatable)",
+    )
+    group.add_argument(
         "--save-fleet", metavar="FOLDER", help="keep the fleet read (one <day>.npz per day)"
     )
 
@@ -48,6 +55,7 @@ def days_folder(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         yield args.traces, f"--traces {args.traces}"
         return
     from neat_exporter.promql import PrometheusAPI
+    from neat_exporter.simulate.inventory import parse_host_power
     from neat_exporter.simulate.prometheus import (
         DEFAULT_LINEAR_POWER,
         read_fleet,
@@ -64,6 +72,7 @@ def days_folder(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
             end,
             args.step,
             linear_power=tuple(args.power_linear or DEFAULT_LINEAR_POWER),
+            host_power=dict(parse_host_power(text) for text in args.host_power),
         )
     finally:
         api.close()
@@ -72,6 +81,7 @@ def days_folder(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         again += f" --step {args.step:g}"
     if args.power_linear:
         again += " --power-linear {:g} {:g}".format(*args.power_linear)
+    again += "".join(f" --host-power {text}" for text in args.host_power)
     if args.save_fleet:
         folder = Path(args.save_fleet)
         folder.mkdir(parents=True, exist_ok=True)

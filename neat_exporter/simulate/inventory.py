@@ -21,6 +21,7 @@ from neat_exporter.simulate.power import POWER_TABLES
 
 SPECPOWER_HOSTS = {(2, 1860.0): 0, (2, 2660.0): 1}
 """(cores, MHz) of CloudSim's HP ProLiant ML110 G4 and G5: their rows of ``POWER_TABLES``."""
+SPECPOWER_NAMES = {"g4": 0, "g5": 1}
 
 
 def linear_power(idle: float, maximum: float) -> np.ndarray:
@@ -30,20 +31,44 @@ def linear_power(idle: float, maximum: float) -> np.ndarray:
     return idle + (maximum - idle) * np.linspace(0.0, 1.0, 11)
 
 
+def parse_host_power(text: str) -> tuple[str, str | tuple[float, float]]:
+    """``HOST=g4``, ``HOST=g5`` or ``HOST=IDLE:MAX`` (watts): one host's power model."""
+    host, equals, model = text.partition("=")
+    model = model.strip().lower()
+    if not equals or not host.strip():
+        raise InputError(f"--host-power {text!r}: use HOST=g4, HOST=g5 or HOST=IDLE:MAX (watts)")
+    if model in SPECPOWER_NAMES:
+        return host.strip(), model
+    idle, _, maximum = model.partition(":")
+    try:
+        watts = (float(idle), float(maximum))
+    except ValueError:
+        raise InputError(f"--host-power {text!r}: use HOST=g4, HOST=g5 or HOST=IDLE:MAX") from None
+    linear_power(*watts)  # checks the values
+    return host.strip(), watts
+
+
 def power_models(
-    cores: np.ndarray, mhz: np.ndarray, idle_max: tuple[float, float]
+    cores: np.ndarray,
+    mhz: np.ndarray,
+    idle_max: tuple[float, float],
+    names: np.ndarray | None = None,
+    per_host: dict[str, str | tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Power tables and each host's row: SPECpower's G4/G5 for hosts that are one, a linear
-    ``idle_max`` model for every other host."""
+    """Power tables and each host's row: the model ``per_host`` names for it, else SPECpower's
+    G4/G5 for hosts that are one, else a linear ``idle_max`` model."""
     tables = [*POWER_TABLES, linear_power(*idle_max)]
-    kinds = np.array(
-        [
-            SPECPOWER_HOSTS.get((int(c), float(m)), len(POWER_TABLES))
-            for c, m in zip(cores, mhz, strict=True)
-        ],
-        dtype=np.int64,
-    )
-    return np.array(tables), kinds
+    kinds = []
+    for index, (c, m) in enumerate(zip(cores, mhz, strict=True)):
+        model = (per_host or {}).get(str(names[index])) if names is not None else None
+        if isinstance(model, str):
+            kinds.append(SPECPOWER_NAMES[model])
+        elif model is not None:
+            tables.append(linear_power(*model))
+            kinds.append(len(tables) - 1)
+        else:
+            kinds.append(SPECPOWER_HOSTS.get((int(c), float(m)), len(POWER_TABLES)))
+    return np.array(tables), np.array(kinds, dtype=np.int64)
 
 
 @dataclass(frozen=True)

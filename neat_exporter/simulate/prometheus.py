@@ -106,8 +106,10 @@ def read_fleet(
     step: float = 300.0,
     day_length: float = DAY,
     linear_power: tuple[float, float] = DEFAULT_LINEAR_POWER,
+    host_power: dict[str, str | tuple[float, float]] | None = None,
 ) -> dict[str, Inventory]:
-    """The fleet between ``start`` and ``end`` (Unix seconds), one inventory per day."""
+    """The fleet between ``start`` and ``end`` (Unix seconds), one inventory per day.
+    ``host_power`` names a power model for some hosts by name (see :func:`power_models`)."""
     if not end > start or not step > 0:
         raise InputError(
             f"Prometheus range: need start < end and a positive step ({start}, {end}, {step})"
@@ -133,7 +135,11 @@ def read_fleet(
     per_day = max(round(day_length / step), 2)
     cores = np.array([hosts[k].cores for k in keys])
     mhz = np.array([hosts[k].mhz for k in keys])
-    tables, kinds = power_models(cores, mhz, linear_power)
+    names = np.array([hosts[k].name for k in keys])
+    unknown = sorted(set(host_power or {}) - set(names.tolist()))
+    if unknown:
+        raise InputError(f"--host-power: no host {unknown[0]!r} in the fleet read")
+    tables, kinds = power_models(cores, mhz, linear_power, names, host_power)
     days = {}
     for first in range(0, len(times) - 1, per_day):
         window = slice(first, min(first + per_day, len(times)))
