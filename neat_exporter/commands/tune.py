@@ -94,9 +94,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="NAME",
         help=f"VM selections (default {' '.join(SELECTIONS)})",
     )
-    space.add_argument("--underload", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None)
-    space.add_argument("--placement", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None)
-    space.add_argument("--history", nargs=2, type=int, metavar=("LOW", "HIGH"), default=None)
+    space.add_argument(
+        "--underload", nargs=2, type=float, metavar=("LOW", "HIGH"),
+        help="underload threshold: hosts at most this used are emptied (default 0.2 1.0; 1.0 "
+        "is CloudSim's rule)",
+    )  # fmt: skip
+    space.add_argument(
+        "--placement", nargs=2, type=float, metavar=("LOW", "HIGH"),
+        help="how full a target host may get (default 0.7 1.0; 1.0: no limit)",
+    )  # fmt: skip
+    space.add_argument(
+        "--history", nargs=2, type=int, metavar=("LOW", "HIGH"),
+        help="values kept per VM (default 12 60)",
+    )  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--pick", type=int, metavar="TRIAL", help="report this trial, not best ESV")
     out.add_argument(
