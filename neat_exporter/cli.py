@@ -12,7 +12,7 @@ from neat_exporter import __version__
 from neat_exporter.config import LOG_LEVELS
 from neat_exporter.errors import NeatExporterError
 
-COMMANDS = ("run", "demo", "check_config", "replay", "simulate", "bridge", "global_manager")
+COMMANDS = ("run", "demo", "check_config", "replay", "simulate", "bridge", "global_manager", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

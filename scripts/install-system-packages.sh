@@ -12,7 +12,9 @@ set -euo pipefail
 packages=(libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients qemu-system-x86
           prometheus prometheus-alertmanager ipmitool
           podman runc mmdebstrap systemd chromium)
-# The OpenStack control plane of the `openstack` tests: its message broker and its database.
+# PostgreSQL: the OpenStack control plane's database and the test of one `tune` search shared
+# by two workers (private servers, run as an unprivileged account); RabbitMQ: the control
+# plane's message broker.
 packages+=(rabbitmq-server postgresql)
 
 if [ "$(id -u)" != 0 ]; then

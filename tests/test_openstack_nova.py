@@ -163,3 +163,51 @@ def test_settings_are_checked(clouds_yaml):
         )
     with pytest.raises(ExecutorError, match="cloud 'nowhere'"):
         NovaExecutor.from_mapping({"cloud": "nowhere", "clouds_yaml": clouds_yaml})
+
+
+def test_the_global_manager_moves_servers_and_sleeps_hosts_through_nova(
+    cloud, conn, executor, servers, tmp_path
+):
+    """The global manager's own processing with the Nova executor against the real cloud (the
+    fleet view is given here as the exporters would publish it; the BMC is a recording fake):
+    an underloaded compute2 is emptied into compute1 and its compute service disabled while it
+    sleeps; an overload of compute1 then wakes compute2 (service enabled) and Nova moves the
+    server there."""
+    from gm_helpers import RecordingPower, fleet, host, service, vm
+
+    from neat_exporter.vocabulary import Reason
+
+    staying = cloud.boot(conn, "gm-stay", "compute1")
+    leaving = cloud.boot(conn, "gm-leave", "compute2")
+    servers.extend([staying, leaving])
+    ram = FLAVOR_RAM_MB
+    views = [
+        fleet(
+            host("compute1", vms=[vm(staying.id, 500, 500, ram=ram)]),
+            host("compute2", vms=[vm(leaving.id, 100, 100, ram=ram)]),
+        ),
+        fleet(  # later: compute1 overloaded by both, compute2 asleep
+            host(
+                "compute1", vms=[vm(staying.id, 3000, 3000, ram=ram), vm(leaving.id, 900, ram=ram)]
+            ),
+        ),
+    ]
+    power = RecordingPower()
+    svc = service(lambda now: views[0], executor, power=power, state_file=tmp_path / "state")
+    try:
+        answer = svc.handle("compute2", Reason.UNDERLOAD, [])
+        assert answer.status == 200 and svc.plans[0].result == "executed", svc.plans[0]
+        assert conn.compute.get_server(leaving.id).compute_host == "compute1"
+        service_record = next(conn.compute.services(binary="nova-compute", host="compute2"))
+        assert service_record.status == "disabled"
+        assert power.actions == [("off", "compute2")]
+        views.pop(0)
+        answer = svc.handle("compute1", Reason.OVERLOAD, [staying.id])
+        assert answer.status == 200 and svc.plans[0].result == "executed", svc.plans[0]
+        assert power.actions[-1] == ("on", "compute2")
+        service_record = next(conn.compute.services(binary="nova-compute", host="compute2"))
+        assert service_record.status == "enabled"
+        now = conn.compute.get_server(staying.id)
+        assert (now.compute_host, now.status) == ("compute2", "ACTIVE")
+    finally:
+        conn.compute.enable_service(None, host="compute2", binary="nova-compute")

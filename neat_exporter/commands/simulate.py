@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from neat_exporter.commands import fleet_source
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
 from neat_exporter.simulate import report
@@ -24,7 +25,10 @@ examples:
 policies: npa, dvfs, <detector>-<selection>-<parameter> with detectors thr, iqr, mad, lr, lrr
 and selections mmt, mc, rs, mu (e.g. mad-mmt-2.5), 'neat:<overload algorithm> [key=value ...]'
 for the exporter's own detectors (VM selection MMT, or --neat-selection), and 'paper' for the
-eight policies of P1's Table V.
+eight policies of P1's Table V. 'esv-best' is a tuned policy that beats them all
+(docs/reproduction.md). After the name, the round's options: underload=U (empty only
+hosts at most U utilized), placement=P (fill targets up to P), history=N (values kept per VM),
+and for neat: policies selection=mmt|mu|rs|mc.
 """
 
 
@@ -41,12 +45,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--traces",
-        required=True,
-        metavar="FOLDER",
-        help="folder of PlanetLab days: <day>.tar.gz files or <day>/ folders",
-    )
+    fleet_source.add_flags(parser)
     parser.add_argument(
         "--days", nargs="+", default=["all"], metavar="DAY", help="day names, or all (default)"
     )
@@ -97,6 +96,11 @@ def _policies(args: argparse.Namespace) -> list:
 
 
 def main(args: argparse.Namespace) -> int:
+    with fleet_source.days_folder(args) as (folder, _):
+        return _main(args, folder)
+
+
+def _main(args: argparse.Namespace, folder: str) -> int:
     if args.hosts < 1:
         raise InputError(f"--hosts must be at least 1, got {args.hosts}")
     if args.vms is not None and args.vms < 1:
@@ -108,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     policies = _policies(args)
-    days = find_days(args.traces, args.days)
+    days = find_days(folder, args.days)
     spec = FleetSpec(hosts=args.hosts, history_length=args.history_length)
     jobs = [
         Job(day, path, policy, args.vms, spec) for policy in policies for day, path in days.items()

@@ -11,6 +11,7 @@ elapsed interval, VMs asking for nothing removed as finished. See docs/reproduct
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time as wallclock
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neat_exporter.errors import InputError
+from neat_exporter.simulate.inventory import Inventory
 from neat_exporter.simulate.metrics import Accounting, DayResult, HostStates, VmStates
 from neat_exporter.simulate.placement import Planner
 from neat_exporter.simulate.policies import Policy
@@ -52,10 +54,20 @@ class FleetSpec:
 
 
 class Fleet:
-    """One day of one policy. ``traces``: (VMs, samples) CPU utilization in percent."""
+    """One day of one policy. ``traces``: (VMs, samples) CPU utilization in percent; with an
+    ``inventory``, its hosts, VMs and starting hosts replace CloudSim's PlanetLab set-up."""
 
-    def __init__(self, traces: np.ndarray, policy: Policy, spec: FleetSpec | None = None):
-        self.spec = spec = spec or FleetSpec()
+    def __init__(
+        self,
+        traces: np.ndarray,
+        policy: Policy,
+        spec: FleetSpec | None = None,
+        inventory: Inventory | None = None,
+    ):
+        spec = spec or FleetSpec()
+        if policy.history_length:
+            spec = dataclasses.replace(spec, history_length=policy.history_length)
+        self.spec = spec
         traces = np.asarray(traces, dtype=np.float64)
         if traces.ndim != 2 or traces.shape[0] == 0 or traces.shape[1] < 2:
             raise InputError("traces: need at least one VM with at least two samples")
@@ -63,14 +75,28 @@ class Fleet:
         n = traces.shape[0]
         # CloudSim reads integer percents, divides by 100 and repeats the last sample.
         self.data = np.hstack([traces / 100.0, traces[:, -1:] / 100.0])
-        quarter = math.ceil(n / len(spec.vm_mips))
-        vm_type = np.arange(n) // quarter
-        self.vm_mips = np.array(spec.vm_mips)[vm_type]
-        self.vm_ram = np.array(spec.vm_ram_mb, dtype=np.int64)[vm_type]
-        host_type = np.arange(spec.hosts) % len(spec.host_pe_mips)
-        self.host_pe = np.array(spec.host_pe_mips)[host_type]
-        self.host_total = self.host_pe * spec.host_pes
-        self.power_kind = host_type % len(POWER_TABLES)
+        self.start_home: np.ndarray | None = None
+        self.ram_limited = inventory is not None
+        if inventory is None:
+            quarter = math.ceil(n / len(spec.vm_mips))
+            vm_type = np.arange(n) // quarter
+            self.vm_mips = np.array(spec.vm_mips)[vm_type]
+            self.vm_ram = np.array(spec.vm_ram_mb, dtype=np.int64)[vm_type]
+            host_type = np.arange(spec.hosts) % len(spec.host_pe_mips)
+            self.host_pe = np.array(spec.host_pe_mips)[host_type]
+            self.host_total = self.host_pe * spec.host_pes
+            self.host_ram = np.full(spec.hosts, float(spec.host_ram_mb))
+            self.power_tables = POWER_TABLES
+            self.power_kind = host_type % len(POWER_TABLES)
+        else:
+            self.vm_mips = inventory.vm_mips.astype(np.float64)
+            self.vm_ram = inventory.vm_ram_mb.astype(np.int64)
+            self.host_pe = inventory.host_pe_mips.astype(np.float64)
+            self.host_total = self.host_pe * inventory.host_pes
+            self.host_ram = inventory.host_ram_mb.astype(np.float64)
+            self.power_tables = inventory.power_tables.astype(np.float64)
+            self.power_kind = inventory.host_power.astype(np.int64)
+            self.start_home = inventory.vm_home.astype(np.int64)
         self.vms: list[list[int]] = [[] for _ in range(spec.hosts)]
         self.migrating_in: list[list[int]] = [[] for _ in range(spec.hosts)]
         self.home = np.full(n, -1)
@@ -105,8 +131,13 @@ class Fleet:
     def place_initial(self) -> None:
         """VM creation at t = 0, full requested MIPS/RAM/BW; hosts have never been updated."""
         spec = self.spec
+        if self.start_home is not None:  # the fleet as it was: every VM where it started
+            for vm, host in enumerate(self.start_home):
+                self.vms[int(host)].append(vm)
+            self.home[:] = self.start_home
+            return
         available = self.host_total.copy()
-        ram = np.full(spec.hosts, float(spec.host_ram_mb))
+        ram = self.host_ram.copy()
         bw = np.full(spec.hosts, spec.host_bw)
         first_fit = not self.policy.migrates
         zero = np.zeros(spec.hosts)
@@ -137,10 +168,10 @@ class Fleet:
 
     def power(self, utilization: np.ndarray) -> np.ndarray:
         """Power of every host at ``utilization``."""
-        return specpower(self.power_kind, utilization)
+        return specpower(self.power_kind, utilization, self.power_tables)
 
     def power_of(self, hosts: np.ndarray, utilization: np.ndarray) -> np.ndarray:
-        return specpower(self.power_kind[hosts], utilization)
+        return specpower(self.power_kind[hosts], utilization, self.power_tables)
 
     def _entry_arrays(self) -> tuple[np.ndarray, ...]:
         """(vm, host, position in the host's VM list, kind) for every VM on every host."""
@@ -220,11 +251,17 @@ class Fleet:
         current = self.utilization
         if seconds > 0:
             if self.policy.baseline == "npa":
-                energy = float(np.sum(POWER_TABLES[self.power_kind, -1])) * seconds
+                energy = float(np.sum(self.power_tables[self.power_kind, -1])) * seconds
             else:
                 energy = float(
                     np.sum(
-                        energy_joules(self.power_kind, self.previous_utilization, current, seconds)
+                        energy_joules(
+                            self.power_kind,
+                            self.previous_utilization,
+                            current,
+                            seconds,
+                            self.power_tables,
+                        )
                     )
                 )
             self.accounting.add_energy(energy)
@@ -345,10 +382,20 @@ def simulate_day(
     day: str = "",
     spec: FleetSpec | None = None,
     progress: Callable[[int, int], None] | None = None,
+    inventory: Inventory | None = None,
 ) -> DayResult:
-    """Run one day of ``policy`` on ``traces`` ((VMs, samples) percent) and return its metrics."""
+    """Run one day of ``policy`` on ``traces`` ((VMs, samples) percent) and return its metrics;
+    with an ``inventory``, on its fleet and traces (``spec`` then gives the clock and links)."""
     started = wallclock.perf_counter()
-    fleet = Fleet(traces, policy, spec)
+    if inventory is not None:
+        traces = inventory.traces
+        spec = dataclasses.replace(
+            spec or FleetSpec(),
+            hosts=len(inventory.host_names),
+            interval=inventory.interval,
+            limit=inventory.interval * traces.shape[1],
+        )
+    fleet = Fleet(traces, policy, spec, inventory)
     fleet.run(progress)
     return fleet.accounting.result(
         day, policy.name, len(traces), fleet.spec.hosts, wallclock.perf_counter() - started

@@ -11,8 +11,10 @@ HP_PROLIANT_ML110_G5 = (93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 12
 POWER_TABLES = np.array([HP_PROLIANT_ML110_G4, HP_PROLIANT_ML110_G5])
 
 
-def specpower(kinds: np.ndarray, utilization: np.ndarray) -> np.ndarray:
-    """Power (W) of hosts of the given kinds (rows of :data:`POWER_TABLES`) at ``utilization``.
+def specpower(
+    kinds: np.ndarray, utilization: np.ndarray, tables: np.ndarray = POWER_TABLES
+) -> np.ndarray:
+    """Power (W) of hosts of the given kinds (rows of ``tables``) at ``utilization``.
 
     The arithmetic is CloudSim's ``PowerModelSpecPower.getPower`` step for step (exact table
     value on multiples of 0.1, otherwise linear interpolation written its way), so sums over a
@@ -20,8 +22,8 @@ def specpower(kinds: np.ndarray, utilization: np.ndarray) -> np.ndarray:
     would abort the run instead.
     """
     u = np.minimum(np.maximum(utilization, 0.0), 1.0)
-    base = kinds * POWER_TABLES.shape[1]
-    flat = POWER_TABLES.ravel()
+    base = kinds * tables.shape[1]
+    flat = tables.ravel()
     tenths = u * 10
     lower = np.floor(tenths).astype(np.int64)
     power_lower = flat[base + lower]
@@ -34,13 +36,17 @@ def specpower(kinds: np.ndarray, utilization: np.ndarray) -> np.ndarray:
 
 
 def energy_joules(
-    kinds: np.ndarray, previous: np.ndarray, current: np.ndarray, seconds: float
+    kinds: np.ndarray,
+    previous: np.ndarray,
+    current: np.ndarray,
+    seconds: float,
+    tables: np.ndarray = POWER_TABLES,
 ) -> np.ndarray:
     """Energy of each host over an interval, CloudSim's ``getEnergyLinearInterpolation``.
 
     A host whose utilization was 0 at the start of the interval is asleep and draws nothing
     (no wake-up cost); otherwise the power is the mean of the two ends.
     """
-    before = specpower(kinds, previous)
-    after = specpower(kinds, current)
+    before = specpower(kinds, previous, tables)
+    after = specpower(kinds, current, tables)
     return np.where(previous == 0, 0.0, (before + (after - before) / 2) * seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -15,14 +16,20 @@ import numpy as np
 
 from neat_exporter.errors import InputError
 from neat_exporter.simulate.fleet import FleetSpec, simulate_day
+from neat_exporter.simulate.inventory import Inventory
 from neat_exporter.simulate.metrics import DayResult
 from neat_exporter.simulate.policies import Policy
 from neat_exporter.traces import list_days, read_planetlab
 
+FLEET_SUFFIX = ".npz"
+"""A day of an operator's fleet (:class:`Inventory`) rather than PlanetLab traces."""
+
 
 def find_days(folder: str | Path, wanted: Sequence[str]) -> dict[str, Path]:
-    """The days to run: ``wanted`` names (``all`` for every day) found in ``folder``."""
+    """The days to run: ``wanted`` names (``all`` for every day) found in ``folder``:
+    PlanetLab days, and fleet days saved from Prometheus (``<day>.npz``)."""
     available = list_days(Path(folder))
+    available.update({p.stem: p for p in sorted(Path(folder).glob(f"*{FLEET_SUFFIX}"))})
     if not available:
         raise InputError(f"{folder}: holds no trace days (<day>.tar.gz files or <day>/ folders)")
     if not wanted or list(wanted) == ["all"]:
@@ -51,9 +58,35 @@ class Job:
     spec: FleetSpec = field(default_factory=FleetSpec)
 
 
+@functools.lru_cache(maxsize=16)
+def _load(path: Path, vms: int | None) -> np.ndarray | Inventory:
+    """A day's traces or fleet, read once per process however many runs use them."""
+    if path.suffix == FLEET_SUFFIX:
+        if vms is not None:
+            raise InputError(f"{path}: --vms applies to PlanetLab days, not to a fleet")
+        return Inventory.load(path)
+    return load_day(path, vms)
+
+
+def run_day(
+    path: Path,
+    policy: Policy,
+    day: str,
+    spec: FleetSpec,
+    vms: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DayResult:
+    """One day of ``policy``: a PlanetLab day on CloudSim's fleet, or a saved fleet day."""
+    data = _load(Path(path), vms)
+    if isinstance(data, Inventory):
+        return simulate_day(
+            data.traces, policy, day=day, spec=spec, progress=progress, inventory=data
+        )
+    return simulate_day(data, policy, day=day, spec=spec, progress=progress)
+
+
 def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> DayResult:
-    traces = load_day(job.path, job.vms)
-    return simulate_day(traces, job.policy, day=job.day, spec=job.spec, progress=progress)
+    return run_day(job.path, job.policy, job.day, job.spec, job.vms, progress)
 
 
 class Progress:
