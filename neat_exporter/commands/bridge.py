@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 
 from prometheus_client import CollectorRegistry
 
 from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
-from neat_exporter.commands.run import apply_log_level
+from neat_exporter.commands.run import apply_log_level, wait_for_sigterm
 from neat_exporter.config import GLOBAL_MANAGER_MODES, load_config
 from neat_exporter.watcher import WatcherTrigger
 from neat_exporter.web import Limits, serve_wsgi
@@ -97,10 +95,8 @@ def main(args: argparse.Namespace) -> int:
     )
     if config.global_manager.mode == "off":
         log.warning("global_manager.mode is off: webhooks are accepted but nothing is sent")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        wait_for_sigterm()
     finally:
         server.shutdown()
         requester.close(timeout=config.global_manager.timeout)

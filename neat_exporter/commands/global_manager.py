@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import signal
-import threading
 import time
 
 import yaml
 from prometheus_client import CollectorRegistry
 
 from neat_exporter.actions import Credentials
+from neat_exporter.commands.run import wait_for_sigterm
 from neat_exporter.globalmanager.config import (
     EXECUTORS,
     GlobalManagerSettings,
@@ -212,10 +211,8 @@ def serve(settings: GlobalManagerSettings) -> int:
     )
     if service.dry_run:
         log.warning("executor dry_run: plans are computed and shown, nothing moves")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        wait_for_sigterm()
     finally:
         server.shutdown()
         service.wait_idle(settings["policy.migration_timeout"])

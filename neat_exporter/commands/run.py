@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 
 from neat_exporter.config import GLOBAL_MANAGER_MODES, SOURCE_TYPES, Config, load_config
 
@@ -98,6 +100,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def apply_log_level(config: Config) -> None:
     logging.getLogger().setLevel(config.log_level.upper())
+
+
+def wait_for_sigterm() -> None:
+    """Block until SIGTERM, the way servers are stopped (Ctrl-C still ends a foreground run)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

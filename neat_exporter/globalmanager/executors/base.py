@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,22 @@ class MigrationResult:
     seconds: float
     error: str = ""  # a clear, one-line reason (never credentials)
     location: str | None = None  # where the VM was found running afterwards, if known
+
+
+class TimedResults:
+    """For executors: a :class:`MigrationResult` timed on the executor's own ``_clock``."""
+
+    _clock: Callable[[], float]
+
+    def _result(
+        self,
+        migration: Migration,
+        outcome: MigrationOutcome,
+        started: float,
+        error: str,
+        location: str | None = None,
+    ) -> MigrationResult:
+        return MigrationResult(migration, outcome, self._clock() - started, error, location)
 
 
 class ExecutorError(Exception):

@@ -26,6 +26,7 @@ from neat_exporter.globalmanager.executors.base import (
     Migration,
     MigrationOutcome,
     MigrationResult,
+    TimedResults,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _libvirt() -> Any:
     return libvirt
 
 
-class LibvirtExecutor:
+class LibvirtExecutor(TimedResults):
     name = "libvirt"
 
     def __init__(
@@ -230,16 +231,6 @@ class LibvirtExecutor:
             )
             outcome = MigrationOutcome.UNVERIFIED
         return self._result(migration, outcome, started, error, location)
-
-    def _result(
-        self,
-        migration: Migration,
-        outcome: MigrationOutcome,
-        started: float,
-        error: str,
-        location: str | None = None,
-    ) -> MigrationResult:
-        return MigrationResult(migration, outcome, self._clock() - started, error, location)
 
     def host_switching_off(self, host: str, reason: str) -> None:
         """Refuse (ExecutorError) while a domain still runs on the host: no VM is lost."""

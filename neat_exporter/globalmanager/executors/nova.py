@@ -35,6 +35,7 @@ from neat_exporter.globalmanager.executors.base import (
     Migration,
     MigrationOutcome,
     MigrationResult,
+    TimedResults,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def _sdk() -> tuple[Any, Any]:
     return openstack, keystoneauth1.exceptions
 
 
-class NovaExecutor:
+class NovaExecutor(TimedResults):
     """See the module docstring. ``connection`` (an openstack.connection.Connection) replaces
     the one made from ``cloud``/``clouds_yaml``/``OS_*``."""
 
@@ -460,16 +461,6 @@ class NovaExecutor:
 
     def close(self) -> None:
         self._conn.close()
-
-    def _result(
-        self,
-        migration: Migration,
-        outcome: MigrationOutcome,
-        started: float,
-        error: str,
-        location: str | None = None,
-    ) -> MigrationResult:
-        return MigrationResult(migration, outcome, self._clock() - started, error, location)
 
 
 class _NovaRefused(Exception):
