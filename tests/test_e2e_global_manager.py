@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import threading
+import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -415,12 +416,47 @@ def test_destination_libvirtd_killed_mid_plan(stack, hosts):
     outcomes = [e["outcome"] for e in events]
     assert outcomes[0] == "migrated" and outcomes[1] in ("failed", "timeout"), events
     assert events[1]["error"]
-    # Killed during the incoming migration, the destination's daemon may leave a paused,
-    # never-started copy behind: what runs is the VM on its source.
-    wait_until(lambda: all(len(running(hosts, vm)) == 1 for vm in vms), 30, "one host each", 0.5)
+    # Killed during the incoming migration, the destination's daemon may come back with a
+    # paused, never-started copy: the executor destroys it, so each VM is active on one host.
+    wait_until(lambda: all(len(hosts.running_on(vm)) == 1 for vm in vms), 30, "one host each", 0.5)
     assert running(hosts, events[1]["vm_uuid"]) == ["host-d"]
+    assert hosts.running_on(events[1]["vm_uuid"]) == ["host-d"]
     metrics = scrape(f"http://127.0.0.1:{port}")
     assert sample_value(metrics, "neat_gm_plans_total", reason="overload", result="failed") == 1
+
+
+def test_a_paused_copy_left_on_a_destination_is_destroyed(hosts):
+    """What a destination killed during an incoming migration can come back with: a paused,
+    transient copy of a VM that still runs on its source. After the failed migration the
+    executor destroys the copy, so the VM is active on one host only."""
+    import libvirt
+
+    from neat_exporter.globalmanager.executors.base import Migration
+    from neat_exporter.globalmanager.executors.libvirt import LibvirtExecutor
+
+    vm = hosts.start_vm("host-a", "gm-copy", load="idle")
+    with hosts.connect("host-a") as source:
+        definition = ElementTree.fromstring(source.lookupByUUIDString(vm).XMLDesc())
+    devices = definition.find("devices")
+    for disk in devices.findall("disk"):  # as an incoming copy, it does not hold the image
+        devices.remove(disk)
+    with hosts.connect("host-c") as destination:
+        destination.createXML(
+            ElementTree.tostring(definition, "unicode"), libvirt.VIR_DOMAIN_START_PAUSED
+        )
+    assert sorted(hosts.running_on(vm)) == ["host-a", "host-c"]
+    executor = LibvirtExecutor(hosts.uri_template, unsafe=True)
+    try:
+        executor.clean_up_after(Migration(vm, "host-a", "host-c"))
+        wait_until(lambda: hosts.running_on(vm) == ["host-a"], 30, "the copy destroyed", 0.2)
+    finally:
+        executor.close()
+    assert running(hosts, vm) == ["host-a"]
+    with hosts.connect("host-a") as source:  # the other tests plan without it
+        domain = source.lookupByUUIDString(vm)
+        domain.destroy()
+        if domain.isPersistent():
+            domain.undefine()
 
 
 def test_prometheus_down_is_refused_with_503_and_counted(stack):

@@ -10,6 +10,14 @@ Bounds: at most ``max_per_host`` migrations involve a host (as source or destina
 most ``max_total`` run in the whole fleet. Each migration has a timeout; past it the job is
 aborted (virDomainAbortJob). Afterwards the VM must be active on the destination and not on
 the source, else the outcome is ``unverified`` with where it was found.
+
+A destination whose libvirtd dies during an incoming migration may, once restarted, hold a
+paused copy of a VM that still runs on its source. Such a copy is a duplicate waiting to be
+started by mistake: after a failed migration the executor looks at the destination every
+``LEFTOVER_RETRY`` seconds until it answers, and destroys a paused, transient copy of a VM that
+runs on its source (a persistent one is only reported: someone defined it). The list of
+destinations to look at is kept in memory: a global manager restarted meanwhile does not
+look, and the failure's log line names the host to check.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ABORT_GRACE = 30.0
 """Seconds to wait for libvirt to end a job after aborting it."""
+LEFTOVER_RETRY = 5.0
+"""Seconds between looks at a destination a failed migration may have left a copy on."""
 
 
 def _libvirt() -> Any:
@@ -70,6 +80,10 @@ class LibvirtExecutor(TimedResults):
         self._host_slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self._connections: dict[str, Any] = {}
+        self._leftovers: dict[str, Migration] = {}
+        """Failed migrations whose destination may hold a copy of the VM, by VM UUID."""
+        self._cleaner: threading.Thread | None = None
+        self._closing = threading.Event()
         # Keep libvirt's own error printing off stderr: errors become results.
         self._libvirt.registerErrorHandler(lambda *_: None, None)
 
@@ -219,6 +233,8 @@ class LibvirtExecutor(TimedResults):
         location = (
             migration.source if on_source else migration.destination if on_destination else None
         )
+        if on_source and on_destination is not False:
+            self.clean_up_after(migration)
         if outcome is MigrationOutcome.MIGRATED:
             seen = {
                 True: "running",
@@ -231,6 +247,88 @@ class LibvirtExecutor(TimedResults):
             )
             outcome = MigrationOutcome.UNVERIFIED
         return self._result(migration, outcome, started, error, location)
+
+    # --- copies left behind by a failed migration --------------------------------------------
+
+    def clean_up_after(self, migration: Migration) -> None:
+        """After a failed ``migration``: destroy a paused copy of the VM on the destination,
+        now or once the destination answers (see the module docstring)."""
+        with self._lock:
+            self._leftovers[migration.vm_uuid] = migration
+            if self._cleaner is None:
+                self._cleaner = threading.Thread(
+                    target=self._clean_leftovers, name="libvirt-leftovers", daemon=True
+                )
+                self._cleaner.start()
+
+    def _clean_leftovers(self) -> None:
+        while True:
+            with self._lock:
+                pending = list(self._leftovers.values())
+            for migration in pending:
+                if self._clean_leftover(migration):
+                    with self._lock:
+                        if self._leftovers.get(migration.vm_uuid) is migration:
+                            del self._leftovers[migration.vm_uuid]
+            with self._lock:
+                if not self._leftovers or self._closing.is_set():
+                    self._cleaner = None
+                    return
+            if self._closing.wait(LEFTOVER_RETRY):
+                with self._lock:
+                    self._cleaner = None
+                return
+
+    def _clean_leftover(self, migration: Migration) -> bool:
+        """Destroy a paused copy ``migration`` left on its destination; True when there is
+        nothing (more) to do, False to look again later (a host does not answer)."""
+        libvirt = self._libvirt
+        uuid, destination = migration.vm_uuid, migration.destination
+        try:
+            domain = self._connection(destination).lookupByUUIDString(uuid)
+            state = domain.state()[0]
+        except ExecutorError:
+            return False
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return True
+            self._forget(destination)
+            return False
+        if state != libvirt.VIR_DOMAIN_PAUSED:
+            return True  # not a half-arrived copy: _verified reported where the VM runs
+        on_source = self._active_on(migration.source, uuid)
+        if on_source is None:
+            return False
+        if not on_source:
+            log.error(
+                "%s is paused on %s and not on %s: left as it is, it may be the only copy",
+                uuid,
+                destination,
+                migration.source,
+            )
+            return True
+        try:
+            if domain.isPersistent():
+                log.error(
+                    "%s runs on %s and a persistent paused copy is defined on %s: check it",
+                    uuid,
+                    migration.source,
+                    destination,
+                )
+                return True
+            domain.destroy()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return True
+            log.warning("cannot destroy the copy of %s on %s: %s", uuid, destination, error)
+            return False
+        log.warning(
+            "destroyed the paused copy of %s that a failed migration left on %s (it runs on %s)",
+            uuid,
+            destination,
+            migration.source,
+        )
+        return True
 
     def host_switching_off(self, host: str, reason: str) -> None:
         """Refuse (ExecutorError) while a domain still runs on the host: no VM is lost."""
@@ -246,6 +344,7 @@ class LibvirtExecutor(TimedResults):
         self._forget(host)  # a connection from before the sleep is dead
 
     def close(self) -> None:
+        self._closing.set()
         with self._lock:
             hosts = list(self._connections)
         for host in hosts:
