@@ -320,7 +320,18 @@ class LibvirtExecutor(TimedResults):
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return True
-            log.warning("cannot destroy the copy of %s on %s: %s", uuid, destination, error)
+            # libvirt may keep a copy recovered after a restart under a migration job it never
+            # ends; then only killing its qemu process on that host removes it.
+            log.warning(
+                "cannot destroy the paused copy of %s on %s (it runs on %s): %s; trying again "
+                "every %.0f s (if it stays, kill that copy's qemu process on %s)",
+                uuid,
+                destination,
+                migration.source,
+                _one_line(error),
+                LEFTOVER_RETRY,
+                destination,
+            )
             return False
         log.warning(
             "destroyed the paused copy of %s that a failed migration left on %s (it runs on %s)",
