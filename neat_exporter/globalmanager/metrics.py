@@ -12,6 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REASONS = ("underload", "overload")
 """Neat's reason 0 and 1, as label values."""
 
+REQUEST_CODES = ("200", "400", "401", "403", "412", "413", "503")
+"""What ``PUT /`` answers: done, Neat's four refusals, a body too large, the fleet unreadable.
+A request that could not be read is counted with the reason ``invalid``."""
+
 PLAN_RESULTS = ("executed", "dry_run", "empty", "no_placement", "busy", "fleet_error", "failed")
 """How a request's plan ended: executed (migrations ran), dry_run (computed and published only),
 empty (nothing to move), no_placement (best_fit_decreasing found no complete placement), busy
@@ -136,6 +140,9 @@ class GlobalManagerMetrics:
             "Failed writes of the audit log or the state file.",
             registry=registry,
         )
+        for reason in (*REASONS, "invalid"):
+            for code in REQUEST_CODES:
+                self.requests.labels(reason, code)
         for reason in REASONS:
             for result in PLAN_RESULTS:
                 self.plans.labels(reason, result)
