@@ -17,6 +17,7 @@ The tests run in order and share the hosts, Prometheus and the global manager (m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -585,8 +586,8 @@ def list_vms(hosts, host: str) -> list[str]:
 
 
 def kill_stuck_copies(hosts, host: str, vm_uuids) -> None:
-    """Kill the qemu of every paused copy of ``vm_uuids`` on ``host`` and restart its daemon,
-    which then forgets the copies."""
+    """Kill the qemu (if it has one) of every paused copy of ``vm_uuids`` on ``host`` and
+    restart its daemon, which then forgets the copies."""
     import libvirt
 
     stuck = []
@@ -599,8 +600,11 @@ def kill_stuck_copies(hosts, host: str, vm_uuids) -> None:
             if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
                 stuck.append(domain.name())
     for name in stuck:
-        pid = int((hosts.hosts[host].root / "run" / "qemu" / f"{name}.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
+        status = hosts.hosts[host].root / "run" / "qemu" / f"{name}.xml"
+        pid = int(ElementTree.parse(status).getroot().get("pid", "0"))
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     if stuck:
         hosts.restart_libvirtd(host)
 

@@ -324,7 +324,8 @@ class LibvirtExecutor(TimedResults):
             # ends; then only killing its qemu process on that host removes it.
             log.warning(
                 "cannot destroy the paused copy of %s on %s (it runs on %s): %s; trying again "
-                "every %.0f s (if it stays, kill that copy's qemu process on %s)",
+                "every %.0f s (if it stays, restart libvirtd on %s, after killing the copy's "
+                "qemu if it has one)",
                 uuid,
                 destination,
                 migration.source,
