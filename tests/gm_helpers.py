@@ -52,6 +52,7 @@ class RecordingExecutor:
         self.migrations: list[Migration] = []
         self.switched_off: list[str] = []
         self.woken: list[str] = []
+        self.cleaned: list[Migration] = []
         self.hold = threading.Event()
         self.hold.set()
         self.started = threading.Event()
@@ -67,6 +68,9 @@ class RecordingExecutor:
             migration.destination if self.outcome is MigrationOutcome.MIGRATED else migration.source
         )
         return MigrationResult(migration, self.outcome, 0.5, "", location)
+
+    def clean_up_after(self, migration: Migration) -> None:
+        self.cleaned.append(migration)
 
     def host_switching_off(self, host: str, reason: str) -> None:
         self.switched_off.append(host)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from gm_helpers import fleet, service
 from libvirt_hosts import libvirt_hosts_fixture
 from services import (
     EXPORTER,
@@ -44,6 +45,7 @@ from services import (
 from test_e2e_migration import rules_with_short_holds
 
 from neat_exporter.actions import Credentials, GlobalManagerClient
+from neat_exporter.globalmanager.state import GlobalManagerState, MigrationRecord
 from neat_exporter.vocabulary import Reason
 
 pytest.importorskip("libvirt", reason="libvirt-python is not installed")
@@ -436,13 +438,13 @@ def test_destination_libvirtd_killed_mid_plan(stack, hosts):
     assert sample_value(metrics, "neat_gm_plans_total", reason="overload", result="failed") == 1
 
 
-def test_a_paused_copy_left_on_a_destination_is_destroyed(hosts):
+def test_a_paused_copy_left_on_a_destination_is_destroyed(hosts, tmp_path):
     """What a destination killed during an incoming migration can come back with: a paused,
-    transient copy of a VM that still runs on its source. After the failed migration the
-    executor destroys the copy, so the VM is active on one host only."""
+    transient copy of a VM that still runs on its source. The executor destroys the copy after
+    the failed migration, and so does a global manager restarted since, from its state file:
+    the VM is active on one host only."""
     import libvirt
 
-    from neat_exporter.globalmanager.executors.base import Migration
     from neat_exporter.globalmanager.executors.libvirt import LibvirtExecutor
 
     vm = hosts.start_vm("host-a", "gm-copy", load="idle")
@@ -456,9 +458,13 @@ def test_a_paused_copy_left_on_a_destination_is_destroyed(hosts):
             ElementTree.tostring(definition, "unicode"), libvirt.VIR_DOMAIN_START_PAUSED
         )
     assert sorted(hosts.running_on(vm)) == ["host-a", "host-c"]
+    state_file = tmp_path / "state.json"
+    state = GlobalManagerState(state_file)
+    state.record_migrations([MigrationRecord(vm, "host-a", "host-a", 0, "failed", "host-c")], 0)
+    state.save()
     executor = LibvirtExecutor(hosts.uri_template, unsafe=True)
     try:
-        executor.clean_up_after(Migration(vm, "host-a", "host-c"))
+        service(fleet(), executor, state_file=state_file)
         wait_until(lambda: hosts.running_on(vm) == ["host-a"], 30, "the copy destroyed", 0.2)
     finally:
         executor.close()

@@ -188,6 +188,44 @@ def test_a_failed_migration_keeps_the_host_on():
     assert sample(registry, "neat_gm_plans_total", reason="underload", result="failed") == 1
 
 
+def test_a_restarted_service_looks_again_where_failed_migrations_were_going(tmp_path):
+    """A failed migration may leave a copy of the VM on its destination; the executor looks for
+    it, and a global manager restarted before it could still does, from its state file."""
+    state_file = tmp_path / "state.json"
+    view = fleet(host("a", vms=[vm("a1", 100)]), host("b", vms=[vm("b1", 100)]))
+    executor = RecordingExecutor(MigrationOutcome.TIMEOUT)
+    service(view, executor, state_file=state_file).handle("a", Reason.UNDERLOAD, [])
+    assert executor.cleaned == []  # the executor's own business while it runs
+
+    restarted = RecordingExecutor()
+    service(view, restarted, state_file=state_file, registry=CollectorRegistry())
+    assert restarted.cleaned == [Migration("a1", "a", "b")]
+
+
+def test_only_each_vms_latest_unsettled_migration_is_looked_at_again(tmp_path):
+    state_file = tmp_path / "state.json"
+    records = [
+        # (vm, source, found on, time, outcome, planned destination)
+        ("v1", "a", "a", 10.0, "failed", "b"),  # moved since: nothing to look for
+        ("v1", "a", "c", 20.0, "migrated", "c"),
+        ("v2", "a", "a", 10.0, "migrated", "a"),
+        ("v2", "a", "a", 30.0, "unverified", "d"),
+        ("v3", "b", "b", 40.0, "failed", None),  # from a file that did not keep it
+        ("v4", "b", "b", 50.0, "timeout", "e"),
+    ]
+    keys = ("vm_uuid", "source", "destination", "time", "outcome", "planned_destination")
+    document = {
+        "version": 1,
+        "sleeping": [],
+        "migrations": [dict(zip(keys, record, strict=True)) for record in records],
+    }
+    del document["migrations"][4]["planned_destination"]
+    state_file.write_text(json.dumps(document))
+    executor = RecordingExecutor()
+    service(fleet(host("a")), executor, state_file=state_file)
+    assert executor.cleaned == [Migration("v2", "a", "d"), Migration("v4", "b", "e")]
+
+
 def test_prometheus_down_is_a_503_and_counted():
     registry = CollectorRegistry()
 
@@ -239,4 +277,9 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
     path.write_text('{"version": 1, "sleeping": [{"host": "h", "since": 1, "cpu_mhz": "x", '
                     '"ram_mb": 1}], "migrations": []}')  # fmt: skip
     with pytest.raises(InputError, match="malformed"):
+        GlobalManagerState(path)
+    path.write_text('{"version": 1, "sleeping": [], "migrations": [{"vm_uuid": "v", '
+                    '"source": "a", "destination": "a", "time": 1, "outcome": "failed", '
+                    '"planned_destination": ["b"]}]}')  # fmt: skip
+    with pytest.raises(InputError, match="migration of 'v': malformed"):
         GlobalManagerState(path)

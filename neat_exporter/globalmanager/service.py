@@ -138,6 +138,9 @@ class GlobalManagerService:
         self.latest_fleet: FleetView | None = None
         for host in state.sleeping:
             metrics.host_asleep.labels(host).set(1)
+        # A global manager restarted after a failed migration looks at its destination again.
+        for migration in state.unsettled_migrations():
+            executor.clean_up_after(migration)
 
     # --- a request ------------------------------------------------------------------------
 
@@ -417,6 +420,7 @@ class GlobalManagerService:
                         result.location or migration.source,
                         now,
                         result.outcome.value,
+                        migration.destination,
                     )
                 ],
                 now,

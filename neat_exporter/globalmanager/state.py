@@ -2,8 +2,8 @@
 
 Neat kept this in MySQL (``host_states``, ``vm_migrations``); here it is one JSON file, written
 whole and atomically after every change, so a crash leaves the old or the new version. Without
-it a restart would forget which hosts it switched off (and never wake them) and which VMs are in
-their cooldown.
+it a restart would forget which hosts it switched off (and never wake them), which VMs are in
+their cooldown, and which failed migrations may have left a copy of a VM on their destination.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
+from neat_exporter.globalmanager.executors.base import Migration
 
 VERSION = 1
 
@@ -34,8 +35,11 @@ class MigrationRecord:
     vm_uuid: str
     source: str
     destination: str
+    """Where the VM was found afterwards (the source when it did not move)."""
     time: float
     outcome: str
+    planned_destination: str | None = None
+    """Where it was to go (None in files written before this was kept)."""
 
 
 class GlobalManagerState:
@@ -67,6 +71,14 @@ class GlobalManagerState:
                     for value in (entry.since, entry.cpu_mhz, entry.ram_mb)
                 ):
                     raise ValueError(f"sleeping host {entry.host!r:.60}: malformed")
+            for record in migrations:
+                names = (record.vm_uuid, record.source, record.destination, record.outcome)
+                if not (
+                    all(isinstance(name, str) for name in names)
+                    and isinstance(record.time, int | float)
+                    and isinstance(record.planned_destination, str | None)
+                ):
+                    raise ValueError(f"migration of {record.vm_uuid!r:.60}: malformed")
         except OSError as error:
             raise InputError(f"{path}: cannot read the state: {error.strerror}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -111,6 +123,17 @@ class GlobalManagerState:
             ]
         return max(times, default=None)
 
+    def unsettled_migrations(self) -> list[Migration]:
+        """Each VM's latest migration when it failed, timed out or could not be verified: its
+        planned destination may still hold a copy of the VM (see the executors)."""
+        with self._lock:
+            latest = {m.vm_uuid: m for m in sorted(self.migrations, key=lambda m: m.time)}
+        return [
+            Migration(m.vm_uuid, m.source, m.planned_destination)
+            for m in latest.values()
+            if m.outcome in _UNSETTLED and m.planned_destination
+        ]
+
     def moved_since(self, since: float) -> int:
         """Migrations started since ``since`` (for the hourly cap; failed ones count too)."""
         with self._lock:
@@ -118,3 +141,4 @@ class GlobalManagerState:
 
 
 _MOVED = ("migrated", "unverified")  # an unverified VM may well have moved: cool it down too
+_UNSETTLED = ("failed", "timeout", "unverified")

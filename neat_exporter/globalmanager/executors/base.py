@@ -64,6 +64,11 @@ class Executor(Protocol):
         """Live-migrate one VM, block until done or timeout, verify where it runs. Never raises
         for a per-VM failure: the result says what happened."""
 
+    def clean_up_after(self, migration: Migration) -> None:
+        """After a migration that failed, timed out or could not be verified (also those a
+        restarted global manager finds in its state): remove what it may have left on the
+        destination, without blocking (libvirt: a paused copy of the VM)."""
+
     def host_switching_off(self, host: str, reason: str) -> None:
         """Called before a host is powered off (Nova: disable its nova-compute service with
         reason)."""

@@ -28,6 +28,9 @@ class DryRunExecutor:
         )
         return MigrationResult(migration, MigrationOutcome.DRY_RUN, 0.0)
 
+    def clean_up_after(self, migration: Migration) -> None:
+        pass  # nothing moved
+
     def host_switching_off(self, host: str, reason: str) -> None:
         log.info("dry run: would switch %s off (%s)", host, reason)
 

@@ -15,9 +15,9 @@ A destination whose libvirtd dies during an incoming migration may, once restart
 paused copy of a VM that still runs on its source. Such a copy is a duplicate waiting to be
 started by mistake: after a failed migration the executor looks at the destination every
 ``LEFTOVER_RETRY`` seconds until it answers, and destroys a paused, transient copy of a VM that
-runs on its source (a persistent one is only reported: someone defined it). The list of
-destinations to look at is kept in memory: a global manager restarted meanwhile does not
-look, and the failure's log line names the host to check.
+runs on its source (a persistent one is only reported: someone defined it). A global manager
+restarted meanwhile looks again at the destinations of the failed migrations its state file
+remembers (GlobalManagerService).
 """
 
 from __future__ import annotations

@@ -420,6 +420,9 @@ class NovaExecutor(TimedResults):
                 return last.rpartition("nova.exception.")[2] or f"{event.get('event')} failed"
         return action.message or "no reason given"
 
+    def clean_up_after(self, migration: Migration) -> None:
+        pass  # nova-compute rolls a failed live migration back on the destination itself
+
     def host_switching_off(self, host: str, reason: str) -> None:
         service = self._compute_service(host)
         text = f"neat: {reason}"[:_MAX_REASON]
