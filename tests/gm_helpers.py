@@ -75,7 +75,7 @@ class RecordingExecutor:
     def host_switching_off(self, host: str, reason: str) -> None:
         self.switched_off.append(host)
 
-    def host_woken(self, host: str) -> None:
+    def host_woken(self, host: str, timeout: float) -> None:
         self.woken.append(host)
 
     def close(self) -> None:

@@ -629,3 +629,36 @@ def running(hosts, vm_uuid: str) -> list[str]:
                 if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
     return found
+
+
+def test_a_woken_host_is_waited_for_until_its_libvirt_answers(hosts):
+    """A BMC reports a host on long before its system has booted: migrations wait until its
+    libvirtd answers, and a host that never answers is a clear error after the timeout."""
+    from neat_exporter.globalmanager.executors.base import ExecutorError
+    from neat_exporter.globalmanager.executors.libvirt import WAKE_POLL, LibvirtExecutor
+
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the host "boots" during the first pause
+        pauses.append(seconds)
+        now[0] += seconds
+        if len(pauses) == 1:
+            hosts.restart_libvirtd("host-d")
+
+    executor = LibvirtExecutor(hosts.uri_template, unsafe=True, clock=lambda: now[0], sleep=sleep)
+    hosts.kill_libvirtd("host-d")
+    try:
+        executor.host_woken("host-d", timeout=60)
+        assert pauses == [WAKE_POLL]
+        pauses.clear()
+        with pytest.raises(ExecutorError) as refused:
+            executor.host_woken("host-never", timeout=12)
+        assert str(refused.value).startswith(
+            "host-never was switched on but libvirt did not answer within 12 s: cannot connect"
+        )
+        assert pauses == [WAKE_POLL, WAKE_POLL, 2.0]
+    finally:
+        executor.close()
+        if not hosts.hosts["host-d"].alive():
+            hosts.restart_libvirtd("host-d")

@@ -97,7 +97,7 @@ def test_underloaded_host_is_emptied_disabled_and_enabled_again(cloud, conn, exe
         service = next(conn.compute.services(binary="nova-compute", host="compute2"))
         assert service.status == "disabled"
         assert service.disabled_reason == "neat: underloaded, switched off by Neat"
-        executor.host_woken("compute2")
+        executor.host_woken("compute2", timeout=60)
         service = next(conn.compute.services(binary="nova-compute", host="compute2"))
         assert service.status == "enabled"
     finally:
@@ -118,7 +118,7 @@ def test_nova_refusing_a_migration_is_a_failed_result(cloud, conn, executor, ser
     try:
         result = executor.migrate(Migration(server.id, "compute1", "compute2"), timeout=90)
     finally:
-        executor.host_woken("compute2")
+        executor.host_woken("compute2", timeout=60)
     assert result.outcome is MigrationOutcome.FAILED, result
     assert "No valid host" in result.error, result.error
     assert result.location == "compute1"

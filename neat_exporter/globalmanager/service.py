@@ -77,6 +77,8 @@ class Policy:
     plan."""
     parallel_migrations: int = 2
     """Migrations of one plan started at once (the executor bounds them per host and in all)."""
+    wake_timeout: float = 600.0
+    """Seconds from a BMC reporting a host on until its hypervisor must answer (it boots)."""
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,7 @@ class GlobalManagerService:
                 continue
             try:
                 self.power.power_on(host)
-                self.executor.host_woken(host)
+                self.executor.host_woken(host, self.policy.wake_timeout)
             except (PowerError, ExecutorError, NeatExporterError) as error:
                 self._power_event(record, "on", host, "failed", str(error))
                 failed.add(host)

@@ -73,7 +73,9 @@ class Executor(Protocol):
         """Called before a host is powered off (Nova: disable its nova-compute service with
         reason)."""
 
-    def host_woken(self, host: str) -> None:
-        """Called after a host is powered on and reachable (Nova: enable its compute service)."""
+    def host_woken(self, host: str, timeout: float) -> None:
+        """Called after a host's BMC reports it on, which is long before its system has booted:
+        wait until the hypervisor answers (ExecutorError after ``timeout`` seconds), then make
+        the host available (Nova: enable its compute service)."""
 
     def close(self) -> None: ...

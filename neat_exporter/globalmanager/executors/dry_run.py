@@ -34,7 +34,7 @@ class DryRunExecutor:
     def host_switching_off(self, host: str, reason: str) -> None:
         log.info("dry run: would switch %s off (%s)", host, reason)
 
-    def host_woken(self, host: str) -> None:
+    def host_woken(self, host: str, timeout: float) -> None:
         log.info("dry run: would wake %s", host)
 
     def close(self) -> None:

@@ -43,6 +43,8 @@ ABORT_GRACE = 30.0
 """Seconds to wait for libvirt to end a job after aborting it."""
 LEFTOVER_RETRY = 5.0
 """Seconds between looks at a destination a failed migration may have left a copy on."""
+WAKE_POLL = 5.0
+"""Seconds between connection attempts to a host being switched on."""
 
 
 def _libvirt() -> Any:
@@ -67,6 +69,7 @@ class LibvirtExecutor(TimedResults):
         max_per_host: int = 1,
         max_total: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if "{host}" not in uri_template:
             raise ExecutorError(f"libvirt URI template {uri_template!r} has no {{host}}")
@@ -76,6 +79,7 @@ class LibvirtExecutor(TimedResults):
         self.unsafe = unsafe
         self.max_per_host = max_per_host
         self._clock = clock
+        self._sleep = sleep
         self._fleet_slots = threading.BoundedSemaphore(max_total)
         self._host_slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
@@ -352,8 +356,22 @@ class LibvirtExecutor(TimedResults):
             raise ExecutorError(f"{host} still runs {len(running)} VM(s): not switched off")
         self._forget(host)
 
-    def host_woken(self, host: str) -> None:
+    def host_woken(self, host: str, timeout: float) -> None:
+        """Wait until ``host``'s libvirt accepts a connection (see Executor.host_woken)."""
         self._forget(host)  # a connection from before the sleep is dead
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                self._connection(host)
+                return
+            except ExecutorError as error:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise ExecutorError(
+                        f"{host} was switched on but libvirt did not answer within "
+                        f"{timeout:g} s: {error}"
+                    ) from None
+                self._sleep(min(WAKE_POLL, remaining))
 
     def close(self) -> None:
         self._closing.set()

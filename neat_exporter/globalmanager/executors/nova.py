@@ -439,8 +439,17 @@ class NovaExecutor(TimedResults):
             ) from None
         log.info("disabled nova-compute on %s in Nova (%s)", host, text)
 
-    def host_woken(self, host: str) -> None:
-        service = self._compute_service(host)
+    def host_woken(self, host: str, timeout: float) -> None:
+        """Wait until Nova sees the host's nova-compute up, then enable it."""
+        deadline = self._clock() + timeout
+        while (service := self._compute_service(host)).state != "up":
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ExecutorError(
+                    f"{host} was switched on but Nova did not see its nova-compute up within "
+                    f"{timeout:g} s (state {service.state})"
+                )
+            self._sleep(min(self.poll_interval, remaining))
         try:
             self._call("enable_service", self._conn.compute.enable_service, service)
         except _NovaRefused as refusal:
