@@ -125,7 +125,17 @@ class SourceConfig(Section):
     replay: ReplaySourceConfig = Field(default_factory=ReplaySourceConfig)
 
 
-class GlobalManagerConfig(Section):
+class NeatCredentials(Section):
+    """Neat's os_admin_user and os_admin_password, which the local managers send (as SHA-1
+    digests) and the global manager expects; read from files or the environment."""
+
+    username_file: Text | None = None
+    password_file: Text | None = None
+    username: secret("username_file", ENV_GLOBAL_MANAGER_USERNAME) = None
+    password: secret("password_file", ENV_GLOBAL_MANAGER_PASSWORD) = None
+
+
+class GlobalManagerConfig(NeatCredentials):
     """Where and how migration requests go (the exporter's and the bridge's)."""
 
     mode: Annotated[
@@ -138,13 +148,9 @@ class GlobalManagerConfig(Section):
         Flag("--global-manager-url", commands=RUN | BRIDGE, metavar="URL"),
         Field(description="Neat's global manager"),
     ] = "http://controller:60080/"
-    username_file: Text | None = None
-    password_file: Text | None = None
     timeout: PositiveNumber = 10
     retries: Count = 3
     cooldown: NonNegativeNumber = 600
-    username: secret("username_file", ENV_GLOBAL_MANAGER_USERNAME) = None
-    password: secret("password_file", ENV_GLOBAL_MANAGER_PASSWORD) = None
 
 
 class BridgeConfig(Section):

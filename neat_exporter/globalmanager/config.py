@@ -16,7 +16,11 @@ from pydantic import AfterValidator, Field, PlainValidator
 from pydantic.types import SecretStr
 
 from neat_exporter.algorithms import registry
-from neat_exporter.config import ENV_GLOBAL_MANAGER_PASSWORD, ENV_GLOBAL_MANAGER_USERNAME
+from neat_exporter.config import (
+    ENV_GLOBAL_MANAGER_PASSWORD,
+    ENV_GLOBAL_MANAGER_USERNAME,
+    NeatCredentials,
+)
 from neat_exporter.config.declare import (
     Boolean,
     Count,
@@ -31,7 +35,6 @@ from neat_exporter.config.declare import (
     Section,
     Text,
     fail,
-    secret,
 )
 from neat_exporter.config.files import read_config_file
 from neat_exporter.config.loading import (
@@ -142,7 +145,7 @@ class PowerSettings(Section):
     backend: PowerBackend = "none"
 
 
-class GlobalManagerFile(Section):
+class GlobalManagerFile(NeatCredentials):
     """The global manager's configuration file."""
 
     listen: Annotated[
@@ -156,8 +159,6 @@ class GlobalManagerFile(Section):
         Field(description="exporter-toolkit web config: TLS and basic auth"),
     ] = None
     log_level: LogLevel = "info"
-    username_file: Text | None = None
-    password_file: Text | None = None
     state_file: Annotated[
         Text | None,
         Flag("--state-file", commands=GLOBAL_MANAGER, metavar="FILE"),
@@ -175,8 +176,6 @@ class GlobalManagerFile(Section):
     power: PowerSettings = Field(default_factory=PowerSettings)
     hosts: dict[str, Any] = Field(default_factory=dict)
     """Per host, its power backend's section (neat_exporter.globalmanager.power.config)."""
-    username: secret("username_file", ENV_GLOBAL_MANAGER_USERNAME) = None
-    password: secret("password_file", ENV_GLOBAL_MANAGER_PASSWORD) = None
 
 
 @dataclass(frozen=True)
