@@ -52,7 +52,7 @@ def fail(message: str) -> NoReturn:
     raise PydanticCustomError("neat_config", "{reason}", {"reason": message})
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Flag:
     """The command-line flag of a key, for the commands named (their argparse ``dest`` is the
     dotted key); its help is the field's description, its type and choices the field's."""
