@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PlainValidator
-from pydantic.types import SecretStr
+from pydantic import AfterValidator, Field, PlainValidator, SecretStr
 
 from neat_exporter.algorithms import registry
 from neat_exporter.config import (
@@ -49,9 +48,7 @@ from neat_exporter.errors import ConfigError, ParameterError
 GLOBAL_MANAGER = frozenset({"global-manager"})
 """The flags of the ``global-manager`` command."""
 Executor = Literal["dry_run", "libvirt", "nova"]
-EXECUTORS: tuple[str, ...] = get_args(Executor)
 PowerBackend = Literal["none", "redfish", "ipmi", "command"]
-POWER_BACKENDS: tuple[str, ...] = get_args(PowerBackend)
 
 
 def _host_template(value: str) -> str:
