@@ -25,7 +25,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -69,16 +68,12 @@ class Flag:
 
 @dataclasses.dataclass(frozen=True)
 class SecretFrom:
-    """A secret is never a key of the file: it is read from the file its sibling key names, or
-    from an environment variable, which wins."""
+    """Marks a secret field (``Annotated[SecretStr | None, SecretFrom(...)]``; SecretStr is never
+    shown by repr or str). A secret is never a key of the file: it is read from the file its
+    sibling key names, or from an environment variable, which wins."""
 
     file_key: str
     env: str
-
-
-def secret(file_key: str, env: str) -> Any:
-    """The type of a secret field: :class:`SecretStr` (never shown by repr or str)."""
-    return Annotated[SecretStr | None, SecretFrom(file_key, env), Field(repr=False)]
 
 
 # --- value types ---------------------------------------------------------------------------------

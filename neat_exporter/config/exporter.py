@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -39,10 +40,10 @@ from neat_exporter.config.declare import (
     NonNegativeNumber,
     PositiveCount,
     PositiveNumber,
+    SecretFrom,
     Section,
     Text,
     fail,
-    secret,
 )
 from neat_exporter.config.files import read_config_file
 from neat_exporter.config.loading import apply_overrides, effective, parse_yaml_mapping, validate
@@ -131,8 +132,12 @@ class NeatCredentials(Section):
 
     username_file: Text | None = None
     password_file: Text | None = None
-    username: secret("username_file", ENV_GLOBAL_MANAGER_USERNAME) = None
-    password: secret("password_file", ENV_GLOBAL_MANAGER_PASSWORD) = None
+    username: Annotated[
+        SecretStr | None, SecretFrom("username_file", ENV_GLOBAL_MANAGER_USERNAME)
+    ] = None
+    password: Annotated[
+        SecretStr | None, SecretFrom("password_file", ENV_GLOBAL_MANAGER_PASSWORD)
+    ] = None
 
 
 class GlobalManagerConfig(NeatCredentials):
@@ -165,8 +170,12 @@ class BridgeConfig(Section):
     queue_size: PositiveCount = 100
     dedup_ttl: NonNegativeNumber = 3600
     max_payload_bytes: PositiveCount = 1048576
-    bearer_token: secret("bearer_token_file", ENV_BRIDGE_TOKEN) = None
-    basic_auth_password: secret("basic_auth_password_file", ENV_BRIDGE_PASSWORD) = None
+    bearer_token: Annotated[SecretStr | None, SecretFrom("bearer_token_file", ENV_BRIDGE_TOKEN)] = (
+        None
+    )
+    basic_auth_password: Annotated[
+        SecretStr | None, SecretFrom("basic_auth_password_file", ENV_BRIDGE_PASSWORD)
+    ] = None
 
 
 class WatcherAudit(Section):
