@@ -136,6 +136,8 @@ def test_settings_from_flags_and_environment_never_show_secrets(tmp_path):
         load_settings(tmp_path / "gm.yml", {}, environ)
     with pytest.raises(ConfigError, match="uri_template"):
         load_settings(None, {"executor.libvirt.uri_template": "qemu:///system"}, environ)
+    with pytest.raises(ConfigError, match="uri_template: not a valid template"):
+        load_settings(None, {"executor.libvirt.uri_template": "qemu://{host}{host.x}/"}, environ)
 
 
 def test_check_config_prints_the_effective_configuration(tmp_path, capsys, monkeypatch):

@@ -56,7 +56,7 @@ def _host_template(value: str) -> str:
         fail(f"must contain {{host}}, got {value!r:.80}")
     try:
         value.format(host="x")
-    except (KeyError, IndexError, ValueError) as error:
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
         fail(f"not a valid template: {error}")
     return value
 
