@@ -109,7 +109,7 @@ def _adapter(kind: Any) -> TypeAdapter:
     return TypeAdapter(kind)
 
 
-def read_secret(
+def _read_secret(
     file_key: str, path: str | None, env: str, environ: Mapping[str, str]
 ) -> str | None:
     """The environment variable wins over the file; the value never appears in messages."""
@@ -151,7 +151,7 @@ def _with_secrets(
                 updates[name] = filled
     for name, source in secret_fields(type(section)):
         path = getattr(section, source.file_key)
-        found = read_secret(f"{prefix}{source.file_key}", path, source.env, environ)
+        found = _read_secret(f"{prefix}{source.file_key}", path, source.env, environ)
         found = found or fallback.get(f"{prefix}{name}")
         if found is not None:
             updates[name] = SecretStr(found)
