@@ -222,7 +222,9 @@ class MigrationRequester:
                 raise ConfigError("global_manager", "mode is on but the credentials are missing")
             self._client = GlobalManagerClient(
                 config.url,
-                Credentials.from_plain(config.username, config.password),
+                Credentials.from_plain(
+                    config.username.get_secret_value(), config.password.get_secret_value()
+                ),
                 timeout=config.timeout,
                 retries=config.retries,
             )

@@ -170,10 +170,12 @@ class _Authenticator:
     """Bearer token and/or basic auth; with neither configured every request passes."""
 
     def __init__(self, config: BridgeConfig):
-        self._token = config.bearer_token.encode() if config.bearer_token else None
+        token = config.bearer_token
+        self._token = token.get_secret_value().encode() if token else None
         self._basic = None
         if config.basic_auth_username and config.basic_auth_password:
-            self._basic = f"{config.basic_auth_username}:{config.basic_auth_password}".encode()
+            password = config.basic_auth_password.get_secret_value()
+            self._basic = f"{config.basic_auth_username}:{password}".encode()
         challenges = []
         if self._token:
             challenges.append('Bearer realm="neat-exporter bridge"')
@@ -391,7 +393,7 @@ class Bridge:
         """The Watcher audit an alert starts: by alert name, else by neat_reason."""
         if self.watcher is None:
             return None
-        audits = self.watcher.config.audits
+        audits = self.watcher.config.audit_by_match
         return audits.get(labels.get(ALERTNAME_LABEL, "")) or audits.get(
             labels.get(REASON_LABEL, "")
         )

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except NeatExporterError as error:
-        print(f"neat-exporter {args.command}: error: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [""]:
+            print(f"neat-exporter {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

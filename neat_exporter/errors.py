@@ -1,4 +1,9 @@
-"""Errors a user can act on. The CLI prints them as one line and exits 2; never a traceback."""
+"""Errors a user can act on. The CLI prints them, one line per problem, and exits 2; never a
+traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class NeatExporterError(Exception):
@@ -8,10 +13,17 @@ class NeatExporterError(Exception):
 class ConfigError(NeatExporterError):
     """A configuration value is wrong; `key` is its dotted path (e.g. ``overload.params.otf``)."""
 
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
+    def __init__(self, key: str, reason: str, more: Sequence[ConfigError] = ()):
+        super().__init__("\n".join([f"{key}: {reason}", *(str(other) for other in more)]))
         self.key = key
         self.reason = reason
+        self.more = tuple(more)
+        """Further problems of the same configuration, one line each in the message."""
+
+    @classmethod
+    def of(cls, problems: Sequence[ConfigError]) -> ConfigError:
+        """Several problems as one error: the first, then the others."""
+        return cls(problems[0].key, problems[0].reason, problems[1:])
 
 
 class ParameterError(NeatExporterError, ValueError):

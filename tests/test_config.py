@@ -11,16 +11,10 @@ import pytest
 import yaml
 
 from neat_exporter.cli import main
-from neat_exporter.config import (
-    SCHEMA,
-    config_from_mapping,
-    effective_config,
-    load_config,
-)
+from neat_exporter.config import config_from_mapping, load_config
 from neat_exporter.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "config.example.yml"
 
 NEAT_CONF = """\
 [DEFAULT]
@@ -63,23 +57,6 @@ def test_defaults_from_flags_alone():
     assert config.history_length == 100
     assert config.algorithms.overload.name == "mhod"
     assert config.global_manager.mode == "off"
-
-
-def test_example_file_documents_every_key_with_its_default():
-    example = yaml.safe_load(EXAMPLE.read_text())
-
-    def keys(tree: dict, prefix: str = "") -> set[str]:
-        found = set()
-        for name, value in tree.items():
-            if isinstance(value, dict):
-                found |= keys(value, f"{prefix}{name}.")
-            else:
-                found.add(f"{prefix}{name}")
-        return found
-
-    schema_keys = keys({k: v for k, v in SCHEMA.items() if v is not None})
-    assert schema_keys <= keys(example)
-    assert effective_config(load_config(EXAMPLE)) == effective_config(load_config(None))
 
 
 def test_yaml_file_and_flags_win(tmp_path):
@@ -166,8 +143,8 @@ def test_neat_conf_is_accepted_as_is(tmp_path):
     assert config.algorithms.overload.name == "mhod"
     assert config.algorithms.vm_selection.name == "minimum_migration_time_max_cpu"
     assert config.global_manager.url == "http://controller.example:60080/"
-    assert config.global_manager.username == "admin"
-    assert config.global_manager.password == "s3cret-pw"
+    assert config.global_manager.username.get_secret_value() == "admin"
+    assert config.global_manager.password.get_secret_value() == "s3cret-pw"
     assert config.global_manager.mode == "off"  # requests stay off until asked for
 
 
@@ -193,18 +170,18 @@ def test_secrets_from_files_and_environment_wins(tmp_path):
         }
     }
     config = config_from_mapping(mapping, environ={})
-    assert (config.global_manager.username, config.global_manager.password) == (
-        "admin",
-        "from-file",
-    )
+    manager = config.global_manager
+    assert manager.username.get_secret_value() == "admin"
+    assert manager.password.get_secret_value() == "from-file"
     config = config_from_mapping(mapping, environ={"NEAT_GLOBAL_MANAGER_PASSWORD": "from-env"})
-    assert config.global_manager.password == "from-env"
+    assert config.global_manager.password.get_secret_value() == "from-env"
     assert "from-env" not in repr(config)
     bridge = config_from_mapping(
         {"bridge": {"basic_auth_username": "am"}},
         environ={"NEAT_BRIDGE_TOKEN": "tok", "NEAT_BRIDGE_PASSWORD": "pw"},
     ).bridge
-    assert (bridge.bearer_token, bridge.basic_auth_password) == ("tok", "pw")
+    assert bridge.bearer_token.get_secret_value() == "tok"
+    assert bridge.basic_auth_password.get_secret_value() == "pw"
 
 
 def test_mode_on_needs_credentials(tmp_path):
@@ -322,3 +299,57 @@ def test_a_yaml_error_near_an_inline_key_does_not_print_the_key(tmp_path):
     with pytest.raises(ConfigError) as error:  # a secret file given as the configuration
         load_config(write(tmp_path, "s3cret-pw\n", "password"))
     assert "s3cret" not in str(error.value)
+
+
+# --- one declaration: problems, secrets and flags derived from it -------------------------------
+
+
+def test_every_problem_is_one_line_naming_its_key(tmp_path, capsys):
+    path = write(tmp_path, "interval: '300'\nsource: {replay: {vms: 0}}\nbridge: {listn: x}\n")
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "neat-exporter check-config: error: interval: must be a number, got '300'",
+        "neat-exporter check-config: error: source.replay.vms: must be at least 1, got 0",
+        "neat-exporter check-config: error: bridge.listn: unknown key (known here: listen, "
+        "bearer_token_file, basic_auth_username, basic_auth_password_file, queue_size, "
+        "dedup_ttl, max_payload_bytes)",
+    ]
+
+
+def test_a_secret_written_in_the_file_is_refused_without_being_shown(tmp_path):
+    for text, key in [
+        ("bridge: {bearer_token: tok-in-the-file}\n", "bridge.bearer_token"),
+        ("global_manager: {password: tok-in-the-file}\n", "global_manager.password"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            load_config(write(tmp_path, text))
+        assert error.value.key == key
+        assert "_file or NEAT_" in error.value.reason
+        assert "tok-in-the-file" not in str(error.value)
+    config = config_from_mapping({}, environ={"NEAT_BRIDGE_TOKEN": "tok-from-env"})
+    assert "tok-from-env" not in repr(config) and "tok-from-env" not in str(config.bridge)
+    assert config.bridge.bearer_token.get_secret_value() == "tok-from-env"
+
+
+def test_flags_are_the_declared_keys_of_each_command():
+    from neat_exporter.cli import build_parser
+    from neat_exporter.config import Config
+    from neat_exporter.config.loading import flag_overrides
+    from neat_exporter.globalmanager.config import GlobalManagerFile
+
+    parser = build_parser()
+    args = parser.parse_args(["bridge", "--listen", ":1", "--global-manager-mode", "dry_run"])
+    assert {k: v for k, v in flag_overrides(args, Config, "bridge").items() if v} == {
+        "bridge.listen": ":1",
+        "global_manager.mode": "dry_run",
+    }
+    args = parser.parse_args(["run", "--interval", "5", "--data-dir", "/d", "--source", "replay"])
+    given = {k: v for k, v in flag_overrides(args, Config, "run").items() if v}
+    assert given == {"interval": 5.0, "source.directory.path": "/d", "source.type": "replay"}
+    args = parser.parse_args(["global-manager", "--migrate-unsafe", "--executor", "libvirt"])
+    overrides = flag_overrides(args, GlobalManagerFile, "global-manager")
+    given = {k: v for k, v in overrides.items() if v}
+    assert given == {"executor.libvirt.unsafe": True, "executor.type": "libvirt"}
+    with pytest.raises(SystemExit):  # the choices are the declared ones
+        parser.parse_args(["run", "--source", "xen"])

@@ -108,7 +108,8 @@ def _check_config(config: Config) -> None:
             assert value in ("<redacted>", "<unset>", None), key
     printed = yaml.safe_dump(effective)
     for secret in (config.global_manager.password, config.bridge.bearer_token):
-        assert not secret or len(secret) < 12 or secret not in printed
+        value = secret.get_secret_value() if secret else ""
+        assert len(value) < 12 or value not in printed
 
 
 def _valid_or_clear_error(load) -> None:

@@ -900,7 +900,8 @@ def test_global_manager_config_is_accepted_by_its_own_parser(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(local))
     settings = load_settings(path, environ={})
-    assert (settings.username, settings.password) == (USERNAME, PASSWORD)
+    assert settings.username.get_secret_value() == USERNAME
+    assert settings.password.get_secret_value() == PASSWORD
     assert settings["executor.type"] == "libvirt"
     assert settings["executor.libvirt.uri_template"] == "qemu+tls://{host}/system"
     assert settings["executor.libvirt.max_total"] == 4

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
 from neat_exporter.commands.run import apply_log_level, wait_for_sigterm
-from neat_exporter.config import GLOBAL_MANAGER_MODES, load_config
+from neat_exporter.config import Config, load_config
+from neat_exporter.config.loading import add_flags, flag_overrides
 from neat_exporter.watcher import WatcherTrigger
 from neat_exporter.web import Limits, serve_wsgi
 
@@ -29,44 +30,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "sections.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML configuration (or neat.conf)")
-    parser.add_argument(
-        "--listen",
-        "--web.listen-address",
-        dest="listen",
-        metavar="ADDR",
-        help="address to serve on (key bridge.listen, default :9841)",
-    )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="exporter-toolkit web config: TLS and basic auth (key web_config_file)",
-    )
-    parser.add_argument(
-        "--global-manager-mode",
-        dest="mode",
-        choices=GLOBAL_MANAGER_MODES,
-        help="off, dry_run (log what would be sent) or on (key global_manager.mode)",
-    )
-    parser.add_argument(
-        "--global-manager-url",
-        dest="url",
-        metavar="URL",
-        help="Neat's global manager, e.g. http://controller:60080/ (key global_manager.url)",
-    )
+    add_flags(parser, Config, "bridge")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(
-        args.config,
-        overrides={
-            "bridge.listen": args.listen,
-            "web_config_file": args.web_config_file,
-            "global_manager.mode": args.mode,
-            "global_manager.url": args.url,
-        },
-    )
+    config = load_config(args.config, overrides=flag_overrides(args, Config, "bridge"))
     if args.log_level is None:  # --log-level wins over the config's log_level
         apply_log_level(config)
     registry = CollectorRegistry()

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from neat_exporter.actions import Credentials
 from neat_exporter.commands.run import wait_for_sigterm
+from neat_exporter.config.loading import add_flags, flag_overrides
 from neat_exporter.globalmanager.config import (
-    EXECUTORS,
+    GlobalManagerFile,
     GlobalManagerSettings,
     effective_settings,
     load_settings,
@@ -21,19 +22,6 @@ from neat_exporter.globalmanager.config import (
 from neat_exporter.web import load_web_config, serve_wsgi
 
 log = logging.getLogger(__name__)
-
-# flag destination -> configuration key
-FLAG_KEYS = {
-    "listen": "listen",
-    "web_config_file": "web_config_file",
-    "prometheus_url": "prometheus.url",
-    "executor": "executor.type",
-    "libvirt_uri_template": "executor.libvirt.uri_template",
-    "migration_uri_template": "executor.libvirt.migration_uri_template",
-    "migrate_unsafe": "executor.libvirt.unsafe",
-    "state_file": "state_file",
-    "audit_log": "audit_log",
-}
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -54,56 +42,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="store_true",
         help="validate the configuration, print it with secrets redacted, and exit",
     )
-    add(
-        "--listen",
-        "--web.listen-address",
-        dest="listen",
-        metavar="ADDR",
-        help="address to serve on (key listen, default :60080, Neat's port)",
-    )
-    add(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="exporter-toolkit web config: TLS and basic auth (key web_config_file)",
-    )
-    add("--prometheus-url", metavar="URL", help="Prometheus API base URL (key prometheus.url)")
-    add(
-        "--executor",
-        choices=EXECUTORS,
-        help="dry_run (plan, log and publish only; the default) or libvirt (key executor.type)",
-    )
-    add(
-        "--libvirt-uri-template",
-        metavar="TEMPLATE",
-        help="each host's libvirt URI, {host} = the exporters' host label, e.g. "
-        "'qemu+ssh://{host}/system' (key executor.libvirt.uri_template)",
-    )
-    add(
-        "--migration-uri-template",
-        metavar="TEMPLATE",
-        help="where the migration stream goes, e.g. 'tcp://{host}' "
-        "(key executor.libvirt.migration_uri_template; default: libvirt's choice)",
-    )
-    add(
-        "--migrate-unsafe",
-        action="store_const",
-        const=True,
-        help="set VIR_MIGRATE_UNSAFE, for shared storage libvirt cannot recognise "
-        "(key executor.libvirt.unsafe)",
-    )
-    add(
-        "--state-file",
-        metavar="FILE",
-        help="where sleeping hosts and recent migrations persist (key state_file)",
-    )
-    add("--audit-log", metavar="FILE", help="JSON-lines audit log (key audit_log)")
+    add_flags(parser, GlobalManagerFile, "global-manager")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
-    settings = load_settings(args.config, overrides)
+    settings = load_settings(args.config, flag_overrides(args, GlobalManagerFile, "global-manager"))
     if args.log_level is None:
         logging.getLogger().setLevel(settings["log_level"].upper())
     if args.check_config:
@@ -152,7 +96,9 @@ def build_app(settings: GlobalManagerSettings, registry: CollectorRegistry, cloc
         policy=policy,
         clock=clock,
     )
-    credentials = Credentials.from_plain(settings.username, settings.password)
+    credentials = Credentials.from_plain(
+        settings.username.get_secret_value(), settings.password.get_secret_value()
+    )
     return service, GlobalManagerApp(service, credentials, registry, clock)
 
 

@@ -9,136 +9,195 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, PlainValidator, SecretStr
 
 from neat_exporter.algorithms import registry
 from neat_exporter.config import (
     ENV_GLOBAL_MANAGER_PASSWORD,
     ENV_GLOBAL_MANAGER_USERNAME,
-    LOG_LEVELS,
-    REDACTED,
-    UNSET,
-    _apply_overrides,
-    _boolean,
-    _check_section,
-    _choice,
-    _integer,
-    _Key,
-    _listen,
-    _number,
-    _optional,
-    _parse_yaml,
-    _plain,
-    _secret,
-    _string,
-    _url,
+    NeatCredentials,
 )
-from neat_exporter.config_files import read_config_file
+from neat_exporter.config.declare import (
+    Boolean,
+    Count,
+    Flag,
+    HttpUrl,
+    Listen,
+    LogLevel,
+    NonNegativeNumber,
+    Patterns,
+    PositiveCount,
+    PositiveNumber,
+    Section,
+    Text,
+    fail,
+)
+from neat_exporter.config.files import read_config_file
+from neat_exporter.config.loading import (
+    REDACTED,
+    apply_overrides,
+    effective,
+    parse_yaml_mapping,
+    validate,
+)
 from neat_exporter.errors import ConfigError, ParameterError
 
-EXECUTORS = ("dry_run", "libvirt", "nova")
-POWER_BACKENDS = ("none", "redfish", "ipmi", "command")
+GLOBAL_MANAGER = frozenset({"global-manager"})
+"""The flags of the ``global-manager`` command."""
+Executor = Literal["dry_run", "libvirt", "nova"]
+PowerBackend = Literal["none", "redfish", "ipmi", "command"]
 
 
-def _patterns(key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(key, f"must be a list of non-empty patterns, got {value!r:.60}")
-    return tuple(value)
-
-
-def _block_migration(key: str, value: Any) -> str | bool:
-    if value == "auto" or isinstance(value, bool):
-        return value
-    raise ConfigError(key, f"must be auto, true or false, got {value!r}")
-
-
-def _uri_template(key: str, value: Any) -> str:
-    if "{host}" not in _string(key, value):
-        raise ConfigError(key, f"must contain {{host}}, got {value!r}")
+def _host_template(value: str) -> str:
+    if "{host}" not in value:
+        fail(f"must contain {{host}}, got {value!r:.80}")
     try:
         value.format(host="x")
-    except (KeyError, IndexError, ValueError) as error:
-        raise ConfigError(key, f"not a valid template: {error}") from None
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        fail(f"not a valid template: {error}")
     return value
 
 
-def _mapping(key: str, value: Any) -> dict:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"must be a mapping, got {value!r:.60}")
-    return dict(value)
+UriTemplate = Annotated[Text, AfterValidator(_host_template)]
 
 
-SCHEMA: dict[str, Any] = {
-    "listen": _Key(":60080", _listen),
-    "web_config_file": _Key(None, _optional(_string)),
-    "log_level": _Key("info", _choice(*LOG_LEVELS)),
-    "username_file": _Key(None, _optional(_string)),
-    "password_file": _Key(None, _optional(_string)),
-    "state_file": _Key(None, _optional(_string)),
-    "audit_log": _Key(None, _optional(_string)),
-    "prometheus": {
-        "url": _Key("http://localhost:9090", _url),
-        "timeout": _Key(10, _number(positive=True)),
-        "stale_after": _Key(900, _number(positive=True)),
-        "cpu_window": _Key(1800, _number(positive=True)),
-        "host_lookback": _Key(3600, _number(positive=True)),
-    },
-    "executor": {
-        "type": _Key("dry_run", _choice(*EXECUTORS)),
-        "libvirt": {
-            "uri_template": _Key("qemu+ssh://{host}/system", _uri_template),
-            "migration_uri_template": _Key(None, _optional(_uri_template)),
-            "unsafe": _Key(False, _boolean),
-            "max_per_host": _Key(1, _integer(1)),
-            "max_total": _Key(2, _integer(1)),
-        },
-        "nova": {
-            "cloud": _Key(None, _optional(_string)),
-            "clouds_yaml": _Key(None, _optional(_string)),
-            "region_name": _Key(None, _optional(_string)),
-            "block_migration": _Key("auto", _block_migration),
-            "poll_interval": _Key(2, _number(positive=True)),
-            "retries": _Key(1, _integer(0)),
-            "abort_grace": _Key(60, _number(positive=True)),
-        },
-    },
-    "placement": {
-        "name": _Key("best_fit_decreasing", _string),
-        "params": _Key({}, _mapping),
-    },
-    "policy": {
-        "migration_timeout": _Key(600, _number(positive=True)),
-        "cooldown": _Key(3600, _number(low=0)),
-        "max_migrations_per_request": _Key(10, _integer(1)),
-        "max_migrations_per_hour": _Key(60, _integer(1)),
-        "vm_opt_out": _Key((), _patterns),
-        "never_switch_off": _Key((), _patterns),
-        "wait_for_migrations": _Key(False, _boolean),
-        "parallel_migrations": _Key(2, _integer(1)),
-    },
-    "power": {
-        "backend": _Key("none", _choice(*POWER_BACKENDS)),
-    },
-    "hosts": _Key({}, _mapping),
-}
+def _auto_or_boolean(value: Any) -> str | bool:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    fail(f"must be auto, true or false, got {value!r:.40}")
+
+
+class PrometheusSettings(Section):
+    url: Annotated[
+        HttpUrl,
+        Flag("--prometheus-url", commands=GLOBAL_MANAGER, metavar="URL"),
+        Field(description="Prometheus API base URL"),
+    ] = "http://localhost:9090"
+    timeout: PositiveNumber = 10
+    stale_after: PositiveNumber = 900
+    cpu_window: PositiveNumber = 1800
+    host_lookback: PositiveNumber = 3600
+
+
+class LibvirtExecutorSettings(Section):
+    uri_template: Annotated[
+        UriTemplate,
+        Flag("--libvirt-uri-template", commands=GLOBAL_MANAGER, metavar="TEMPLATE"),
+        Field(description="each host's libvirt URI, {host} = the exporters' host label"),
+    ] = "qemu+ssh://{host}/system"
+    migration_uri_template: Annotated[
+        UriTemplate | None,
+        Flag("--migration-uri-template", commands=GLOBAL_MANAGER, metavar="TEMPLATE"),
+        Field(description="where the migration stream goes, e.g. 'tcp://{host}'"),
+    ] = None
+    unsafe: Annotated[
+        Boolean,
+        Flag("--migrate-unsafe", commands=GLOBAL_MANAGER),
+        Field(description="set VIR_MIGRATE_UNSAFE, for shared storage libvirt cannot recognise"),
+    ] = False
+    max_per_host: PositiveCount = 1
+    max_total: PositiveCount = 2
+
+
+class NovaExecutorSettings(Section):
+    cloud: Text | None = None
+    clouds_yaml: Text | None = None
+    region_name: Text | None = None
+    block_migration: Annotated[str | bool, PlainValidator(_auto_or_boolean)] = "auto"
+    poll_interval: PositiveNumber = 2
+    retries: Count = 1
+    abort_grace: PositiveNumber = 60
+
+
+class ExecutorSettings(Section):
+    type: Annotated[
+        Executor,
+        Flag("--executor", commands=GLOBAL_MANAGER),
+        Field(description="dry_run (plan, log and publish only), libvirt or nova"),
+    ] = "dry_run"
+    libvirt: LibvirtExecutorSettings = Field(default_factory=LibvirtExecutorSettings)
+    nova: NovaExecutorSettings = Field(default_factory=NovaExecutorSettings)
+
+
+class PlacementSettings(Section):
+    name: Text = "best_fit_decreasing"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicySettings(Section):
+    migration_timeout: PositiveNumber = 600
+    cooldown: NonNegativeNumber = 3600
+    max_migrations_per_request: PositiveCount = 10
+    max_migrations_per_hour: PositiveCount = 60
+    vm_opt_out: Patterns = ()
+    never_switch_off: Patterns = ()
+    wait_for_migrations: Boolean = False
+    parallel_migrations: PositiveCount = 2
+
+
+class PowerSettings(Section):
+    backend: PowerBackend = "none"
+
+
+class GlobalManagerFile(NeatCredentials):
+    """The global manager's configuration file."""
+
+    listen: Annotated[
+        Listen,
+        Flag("--listen", "--web.listen-address", commands=GLOBAL_MANAGER, metavar="ADDR"),
+        Field(description="address to serve on (Neat's port)"),
+    ] = ":60080"
+    web_config_file: Annotated[
+        Text | None,
+        Flag("--web.config.file", commands=GLOBAL_MANAGER, metavar="FILE"),
+        Field(description="exporter-toolkit web config: TLS and basic auth"),
+    ] = None
+    log_level: LogLevel = "info"
+    state_file: Annotated[
+        Text | None,
+        Flag("--state-file", commands=GLOBAL_MANAGER, metavar="FILE"),
+        Field(description="where sleeping hosts and recent migrations persist"),
+    ] = None
+    audit_log: Annotated[
+        Text | None,
+        Flag("--audit-log", commands=GLOBAL_MANAGER, metavar="FILE"),
+        Field(description="JSON-lines audit log"),
+    ] = None
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    power: PowerSettings = Field(default_factory=PowerSettings)
+    hosts: dict[str, Any] = Field(default_factory=dict)
+    """Per host, its power backend's section (neat_exporter.globalmanager.power.config)."""
 
 
 @dataclass(frozen=True)
 class GlobalManagerSettings:
-    """The checked configuration, as nested plain dicts per section plus the secrets."""
+    """The checked configuration and where it came from."""
 
-    values: Mapping[str, Any]
+    file: GlobalManagerFile
     origin: str
-    username: str = field(repr=False, default="")
-    password: str = field(repr=False, default="")
+
+    @property
+    def username(self) -> SecretStr:
+        assert self.file.username is not None  # load_settings requires it
+        return self.file.username
+
+    @property
+    def password(self) -> SecretStr:
+        assert self.file.password is not None
+        return self.file.password
 
     def __getitem__(self, key: str) -> Any:
-        """A value by dotted key: ``settings["policy.cooldown"]``."""
-        value: Any = self.values
+        """A value by dotted key: ``settings["policy.cooldown"]``; a section as a dict."""
+        value: Any = self.file
         for name in key.split("."):
-            value = value[name]
-        return value
+            value = getattr(value, name)
+        return dict(value) if isinstance(value, Section) else value
 
     def placement(self) -> Any:
         """The placement algorithm (Neat's best_fit_decreasing by default, or a plug-in)."""
@@ -160,40 +219,30 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> GlobalManagerSettings:
     """Read ``path`` (YAML; None = defaults), apply ``overrides`` (dotted keys, None ignored)."""
-    environ = os.environ if environ is None else environ
-    raw = {} if path is None else _parse_yaml(read_config_file(path, "config"), str(path))
+    raw = {} if path is None else parse_yaml_mapping(read_config_file(path, "config"), str(path))
     origin = "<flags>" if path is None else str(path)
-    values = _check_section(_apply_overrides(raw, overrides or {}), SCHEMA, "")
-    build_placement(values["placement"]["name"], values["placement"]["params"])
-    username = _secret(
-        "username_file", values["username_file"], ENV_GLOBAL_MANAGER_USERNAME, environ
-    )
-    password = _secret(
-        "password_file", values["password_file"], ENV_GLOBAL_MANAGER_PASSWORD, environ
-    )
-    if username is None:
+    file = validate(GlobalManagerFile, apply_overrides(raw, overrides or {}), environ)
+    build_placement(file.placement.name, file.placement.params)
+    if file.username is None:
         raise ConfigError(
             "username_file",
             f"no admin user: set this file or {ENV_GLOBAL_MANAGER_USERNAME} (the local managers "
             "send SHA-1 of Neat's os_admin_user)",
         )
-    if password is None:
+    if file.password is None:
         raise ConfigError(
             "password_file", f"no admin password: set this file or {ENV_GLOBAL_MANAGER_PASSWORD}"
         )
-    if values["power"]["backend"] != "none" and not values["hosts"]:
+    if file.power.backend != "none" and not file.hosts:
         raise ConfigError(
-            "hosts", f"power.backend is {values['power']['backend']}: give each host's BMC here"
+            "hosts", f"power.backend is {file.power.backend}: give each host's BMC here"
         )
-    return GlobalManagerSettings(values, origin, username, password)
+    return GlobalManagerSettings(file, origin)
 
 
 def effective_settings(settings: GlobalManagerSettings) -> dict[str, Any]:
     """Every key's value for printing, secrets redacted (the hosts' BMC sections too)."""
-
-    out = _plain(settings.values)
-    out["username"] = REDACTED if settings.username else UNSET
-    out["password"] = REDACTED if settings.password else UNSET
+    out = effective(settings.file)
     out["hosts"] = {name: _redact_secrets(entry) for name, entry in out["hosts"].items()}
     return out
 

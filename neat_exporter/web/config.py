@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neat_exporter.config_files import load_yaml_file, read_config_file
+from neat_exporter.config.files import load_yaml_file, read_config_file
 from neat_exporter.errors import ConfigError
 from neat_exporter.parsing import parse_duration
 from neat_exporter.web.auth import BasicAuth, RateLimit, with_headers

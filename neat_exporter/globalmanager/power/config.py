@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from neat_exporter.config import _integer, _number, _string
-from neat_exporter.config_files import read_config_file
+from neat_exporter.config.declare import Port, PositiveNumber, Text
+from neat_exporter.config.files import read_config_file
+from neat_exporter.config.loading import check_value
 from neat_exporter.errors import ConfigError
 from neat_exporter.globalmanager.power.base import (
     PowerBackend,
@@ -78,14 +79,16 @@ def build_power_backend(
 def _timing(key: str, section: Mapping[str, Any]) -> PowerTiming:
     defaults = PowerTiming()
     values = {
-        name: _number(positive=True)(f"{key}.{name}", section.get(name, getattr(defaults, name)))
+        name: check_value(
+            PositiveNumber, f"{key}.{name}", section.get(name, getattr(defaults, name))
+        )
         for name in TIMING_KEYS
     }
     return PowerTiming(**values)
 
 
 def _redfish(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -> RedfishTarget:
-    url = _string(f"{key}.url", section.get("url"))
+    url = check_value(Text, f"{key}.url", section.get("url"))
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{key}.url", f"must be an http:// or https:// URL, got {url!r:.80}")
     if "@" in urlsplit(url).netloc:  # it would be printed in errors
@@ -95,7 +98,7 @@ def _redfish(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -
         raise ConfigError(f"{key}.system_id", f"not a Redfish system id: {system_id!r:.80}")
     verify = section.get("verify", True)
     if not isinstance(verify, bool):
-        verify = _string(f"{key}.verify", verify)  # a CA bundle
+        verify = check_value(Text, f"{key}.verify", verify)  # a CA bundle
     return RedfishTarget(
         url=url,
         system_id=system_id,
@@ -108,12 +111,10 @@ def _redfish(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -
 
 
 def _ipmi(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -> IpmiTarget:
-    address = _string(f"{key}.address", section.get("address"))
+    address = check_value(Text, f"{key}.address", section.get("address"))
     if address.startswith("-") or any(c.isspace() or not c.isprintable() for c in address):
         raise ConfigError(f"{key}.address", f"not an address: {address!r:.80}")
-    port = _integer(1)(f"{key}.port", section.get("port", 623))
-    if port > 65535:
-        raise ConfigError(f"{key}.port", f"must be at most 65535, got {port}")
+    port = check_value(Port, f"{key}.port", section.get("port", 623))
     return IpmiTarget(
         address=address,
         port=port,
@@ -167,7 +168,7 @@ def _credential(key: str, section: Mapping[str, Any], name: str, environ: Mappin
         f"{name}_file": lambda: read_config_file(section[f"{name}_file"], f"{key}.{name}_file"),
     }
     if name == "username":
-        sources[name] = lambda: _string(f"{key}.{name}", section[name])
+        sources[name] = lambda: check_value(Text, f"{key}.{name}", section[name])
     elif name in section:
         raise ConfigError(
             f"{key}.{name}", f"give the {name} through {name}_file or {name}_env, not inline"
@@ -184,7 +185,7 @@ def _credential(key: str, section: Mapping[str, Any], name: str, environ: Mappin
 def _from_environment(
     key: str, section: Mapping[str, Any], name: str, environ: Mapping[str, str]
 ) -> str:
-    variable = _string(f"{key}.{name}_env", section[f"{name}_env"])
+    variable = check_value(Text, f"{key}.{name}_env", section[f"{name}_env"])
     if variable not in environ:
         raise ConfigError(f"{key}.{name}_env", f"the environment variable {variable} is not set")
     return environ[variable]
