@@ -136,6 +136,7 @@ class PolicySettings(Section):
     never_switch_off: Patterns = ()
     wait_for_migrations: Boolean = False
     parallel_migrations: PositiveCount = 2
+    wake_timeout: PositiveNumber = 600
 
 
 class PowerSettings(Section):
