@@ -241,7 +241,7 @@ class Daemon:
     def _save(self, history: History) -> None:
         try:
             history.save(self.config.history_dir)
-        except (OSError, InputError) as error:  # InputError: write_atomically's "cannot write"
+        except (OSError, InputError) as error:  # InputError: a folder others can write
             self.metrics.history_persist_errors.inc()
             log.error("cannot persist the history to %s: %s", self.config.history_dir, error)
 
