@@ -45,30 +45,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import _harness  # noqa: F401  (the tests' helpers: see bench/_harness.py)
 import libvirt
+from libvirt_fixtures import wait_until_halted, write_node_xml
+from libvirt_hosts import LibvirtHosts
 from prometheus_client import generate_latest
+from served import served
+from services import Libvirtd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from libvirt_fixtures import wait_until_halted, write_node_xml  # noqa: E402
-from libvirt_hosts import LibvirtHosts  # noqa: E402
-from served import served  # noqa: E402
-from services import Libvirtd  # noqa: E402
-
-from neat_exporter.config import config_from_mapping  # noqa: E402
-from neat_exporter.daemon import Daemon  # noqa: E402
-from neat_exporter.metrics import snapshot_families  # noqa: E402
-from neat_exporter.neat_files import NeatFiles  # noqa: E402
-from neat_exporter.server import make_app  # noqa: E402
-from neat_exporter.sources.base import Reading  # noqa: E402
-from neat_exporter.sources.libvirt import LibvirtSource  # noqa: E402
+from neat_exporter.config import config_from_mapping
+from neat_exporter.daemon import Daemon
+from neat_exporter.metrics import snapshot_families
+from neat_exporter.neat_files import NeatFiles
+from neat_exporter.server import make_app
+from neat_exporter.sources.base import Reading
+from neat_exporter.sources.libvirt import LibvirtSource
 
 SCRAPE = {  # what Prometheus sends
     "PATH_INFO": "/metrics",
