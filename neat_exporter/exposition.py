@@ -48,9 +48,8 @@ _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LEGACY_LABEL = re.compile(r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*")  # "__" is reserved
 _GZIP = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip header and trailer
 # Level 1, not zlib's default 6 (prometheus_client's): the body is repetitive text, which level 1
-# compresses in less than half the time for 10-25 % more bytes (1000 VMs: 5 ms a cycle against
-# 11; 42 KiB against 34 on libvirt's test driver, 113 against 104 with the replay source's
-# metadata). The cycle's time is what is budgeted; a few KiB more per scrape are not.
+# compresses in less than half the time for a few more bytes (README, Benchmarks: Exporter).
+# The cycle's time is what is budgeted; a few KiB more per scrape are not.
 _GZIP_LEVEL = 1
 
 Encoder = Callable[[Collector], bytes]
