@@ -34,20 +34,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import _harness  # noqa: F401  (the tests' helpers: see bench/_harness.py)
 import requests
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_load import (  # noqa: E402
+from bench_load import (
     BENCH_PASSWORD,
     BENCH_USER,
     make_tls_web_config,
     percentile,
 )
-from services import Process, free_port, wait_until  # noqa: E402
+from services import Process, free_port, wait_until
 
 EXPORTER = [sys.executable, "-m", "neat_exporter"]
 FILLER = b"X-Filler: " + b"a" * 60000 + b"\r\n"  # header lines just under 64 KiB

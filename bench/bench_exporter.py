@@ -19,8 +19,8 @@ metadata; the exporter's daemon reads it through the libvirt source. Printed, as
   their encoding (plain and gzip) in the one format asked for so far, Prometheus's;
 - new scrape: the first scrape of /metrics after a cycle; scrape: every other scrape; both
   through the exporter's WSGI app with Prometheus's Accept headers and gzip, both the kept
-  encoding + the loop's counters; uncached: ``generate_latest`` of the registry, what a scrape
-  would cost without the kept encoding;
+  encoding + the loop's counters; uncached: ``generate_latest`` of the snapshot's families and
+  the loop's counters, what a scrape would cost without the kept encoding;
 - persist: writing the full history (N VMs × ``history_length`` samples) to ``history_dir``,
   which the cycle hands to a background thread; hand-off: what that costs the cycle;
 - RSS of this process after the run.
@@ -45,29 +45,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import _harness  # noqa: F401  (the tests' helpers: see bench/_harness.py)
 import libvirt
+from libvirt_fixtures import wait_until_halted, write_node_xml
+from libvirt_hosts import LibvirtHosts
 from prometheus_client import generate_latest
+from served import served
+from services import Libvirtd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from libvirt_fixtures import wait_until_halted, write_node_xml  # noqa: E402
-from libvirt_hosts import LibvirtHosts  # noqa: E402
-from services import Libvirtd  # noqa: E402
-
-from neat_exporter.config import config_from_mapping  # noqa: E402
-from neat_exporter.daemon import Daemon  # noqa: E402
-from neat_exporter.metrics import snapshot_families  # noqa: E402
-from neat_exporter.neat_files import NeatFiles  # noqa: E402
-from neat_exporter.server import make_app  # noqa: E402
-from neat_exporter.sources.base import Reading  # noqa: E402
-from neat_exporter.sources.libvirt import LibvirtSource  # noqa: E402
+from neat_exporter.config import config_from_mapping
+from neat_exporter.daemon import Daemon
+from neat_exporter.metrics import snapshot_families
+from neat_exporter.neat_files import NeatFiles
+from neat_exporter.server import make_app
+from neat_exporter.sources.base import Reading
+from neat_exporter.sources.libvirt import LibvirtSource
 
 SCRAPE = {  # what Prometheus sends
     "PATH_INFO": "/metrics",
@@ -154,10 +151,10 @@ def bench_own_work(config, reading: Reading, repeat: int) -> dict[str, float]:
     figures["new scrape"] = statistics.median(new_scrapes)
     figures["scrape"] = median_ms(lambda: scrape(app), repeat)
     with tempfile.TemporaryDirectory() as history_dir:
-        history = exporter.history
+        history = exporter.pipeline.history
         figures["persist"] = median_ms(lambda: history.save(history_dir), repeat)
         persisting = Daemon(replace(config, history_dir=history_dir), RepeatedReading(reading))
-        persisting.history = history
+        persisting.pipeline.history = history
         handoffs = []
         for _ in range(repeat):
             assert persisting.wait_for_persist()
@@ -165,7 +162,7 @@ def bench_own_work(config, reading: Reading, repeat: int) -> dict[str, float]:
         assert persisting.wait_for_persist()
         figures["hand-off"] = statistics.median(handoffs)
     figures["body KB"] = len(scrape(app)) / 1024
-    figures["uncached"] = median_ms(lambda: generate_latest(exporter.registry), repeat)
+    figures["uncached"] = median_ms(lambda: generate_latest(served(exporter)), repeat)
     figures["decision"] = exporter.snapshot.decision
     return figures
 

@@ -47,28 +47,26 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import _harness  # noqa: F401  (the tests' helpers: see bench/_harness.py)
 import numpy as np
 import requests
 import yaml
+from services import Prometheus, require_program
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from services import Prometheus, require_program  # noqa: E402
-
-from neat_exporter.globalmanager.config import load_settings  # noqa: E402
-from neat_exporter.globalmanager.fleet import FleetView, read_fleet  # noqa: E402
-from neat_exporter.globalmanager.planning import (  # noqa: E402
+from neat_exporter.globalmanager.config import load_settings
+from neat_exporter.globalmanager.fleet import FleetView, read_fleet
+from neat_exporter.globalmanager.planning import (
     execute_overload,
     execute_underload,
 )
-from neat_exporter.metrics import snapshot_families  # noqa: E402
-from neat_exporter.promql import PrometheusAPI  # noqa: E402
-from neat_exporter.snapshot import build_snapshot  # noqa: E402
-from neat_exporter.sources.base import Reading, VmReading  # noqa: E402
-from neat_exporter.traces import list_days, read_planetlab  # noqa: E402
-from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet  # noqa: E402
+from neat_exporter.metrics import snapshot_families
+from neat_exporter.promql import PrometheusAPI
+from neat_exporter.snapshot import build_snapshot
+from neat_exporter.sources.base import Reading, VmReading
+from neat_exporter.traces import list_days, read_planetlab
+from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 
+ROOT = Path(__file__).resolve().parent.parent
 JOB = "neat"
 PORT = 9840
 DECISION_INTERVAL = 300.0  # the exporter's default; PlanetLab's step too

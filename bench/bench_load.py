@@ -35,15 +35,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _harness  # noqa: F401  (the tests' helpers: see bench/_harness.py)
 import bcrypt
 import requests
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from global_manager import PASSWORD, USER, GlobalManager  # noqa: E402
-from services import Libvirtd, Process, free_port, wait_until  # noqa: E402
+from global_manager import PASSWORD, USER, GlobalManager
+from services import Libvirtd, Process, free_port, wait_until
 
 EXPORTER = [sys.executable, "-m", "neat_exporter"]
 PROMETHEUS_ACCEPT = (

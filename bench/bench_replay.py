@@ -13,7 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
-from neat_exporter.replay import ReplayConfig, replay
+from neat_exporter.backtest import ReplayConfig, replay
 from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 from neat_exporter.workloads import from_planetlab
 

@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from neat_exporter.simulate import PAPER_POLICIES, parse_policy, report
+from neat_exporter.simulate.fleet import simulate_day
+from neat_exporter.simulate.runs import Job, Progress, find_days, load_day, run_all
 
-from neat_exporter.simulate import PAPER_POLICIES, parse_policy, report  # noqa: E402
-from neat_exporter.simulate.fleet import simulate_day  # noqa: E402
-from neat_exporter.simulate.runs import Job, Progress, find_days, load_day, run_all  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

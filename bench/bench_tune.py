@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from neat_exporter.simulate import parse_policy  # noqa: E402
-from neat_exporter.simulate.runs import Job, find_days, run_all  # noqa: E402
-from neat_exporter.tune.space import Space  # noqa: E402
-from neat_exporter.tune.study import Search, Workload, finished_trials, run  # noqa: E402
+from neat_exporter.simulate import parse_policy
+from neat_exporter.simulate.runs import Job, find_days, run_all
+from neat_exporter.tune.space import Space
+from neat_exporter.tune.study import Search, Workload, finished_trials, run
 
 FAMILY = (
     "thr-mmt-0.8",
@@ -35,6 +31,8 @@ FAMILY = (
     "neat:mad_threshold threshold=2.5 limit=12",
     "neat:loess param=1.2 threshold=1 length=10",
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

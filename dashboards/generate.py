@@ -111,6 +111,31 @@ def tile(title: str, description: str | None = None) -> stat.Panel:
     return panel if description is None else panel.description(description)
 
 
+def graph(title: str, description: str | None, span: int = 12, height: int = 8) -> timeseries.Panel:
+    """A time series panel, ``span`` of the 24 columns wide (half by default), ``height`` rows
+    high."""
+    panel = timeseries.Panel().title(title)
+    panel = panel if description is None else panel.description(description)
+    return panel.span(span).height(height)
+
+
+def bars(title: str, description: str) -> timeseries.Panel:
+    """A :func:`graph` of counts as stacked bars, in whole numbers."""
+    return (
+        graph(title, description)
+        .draw_style(GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(StackingConfig().mode(StackingMode.NORMAL))
+        .unit("short")
+        .decimals(0)
+    )
+
+
+def timeline(title: str, description: str, span: int = 12, height: int = 8) -> statetimeline.Panel:
+    """A state timeline panel, sized as :func:`graph`."""
+    return statetimeline.Panel().title(title).description(description).span(span).height(height)
+
+
 def host_link(title: str = "Host: ${__field.labels.host}") -> DashboardLink:
     """A data link from a series carrying a ``host`` label to that host's dashboard."""
     return DashboardLink(title).url(
@@ -269,12 +294,13 @@ def host_dashboard() -> model.Dashboard:
             .graph_mode(BigValueGraphMode.NONE)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Utilization, detector input and threshold")
-            .description(
+            graph(
+                "Utilization, detector input and threshold",
                 "Host utilization with the value each detector compared (input) and what it "
                 "compared it against (threshold). A detector fires when its input crosses its "
-                "threshold: overload above, underload below."
+                "threshold: overload above, underload below.",
+                span=24,
+                height=9,
             )
             .with_target(query(f"neat_host_cpu_utilization_ratio{{{SELECTED}}}", "utilization"))
             .with_target(query(f"neat_detector_input_ratio{{{SELECTED}}}", "{{detector}} input"))
@@ -301,36 +327,31 @@ def host_dashboard() -> model.Dashboard:
                     model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
                 ],
             )
-            .span(24)
-            .height(9)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Decisions")
-            .description("Decision of each cycle: underload, normal or overload")
+            timeline("Decisions", "Decision of each cycle: underload, normal or overload", height=5)
             .with_target(query(DECISION, "decision"))
             .mappings(DECISION_MAPPINGS)
-            .span(12)
-            .height(5)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Detector readiness")
-            .description("A detector is warming up until it has enough history to decide")
+            timeline(
+                "Detector readiness",
+                "A detector is warming up until it has enough history to decide",
+                height=5,
+            )
             .with_target(query(f"neat_detector_ready{{{SELECTED}}}", "{{detector}}"))
             .mappings(binary_mappings("warming up", "ready", zero_color="yellow"))
-            .span(12)
-            .height(5)
         )
     )
     dash = (
         dash.with_row(Row("Virtual machines"))
         .with_panel(
-            timeseries.Panel()
-            .title("CPU by VM")
-            .description(
+            graph(
+                "CPU by VM",
                 "CPU use of each VM and of the hypervisor, stacked, against the usable capacity. "
-                "Hypervisor is all non-VM CPU use of the host, whatever runs it."
+                "Hypervisor is all non-VM CPU use of the host, whatever runs it.",
+                span=24,
+                height=10,
             )
             .with_target(
                 query(
@@ -365,13 +386,11 @@ def host_dashboard() -> model.Dashboard:
                 .show_legend(True)
                 .calcs(["lastNotNull", "max"])
             )
-            .span(24)
-            .height(10)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("VMs selected for migration")
-            .description("VMs each cycle chose to move off this host")
+            timeline(
+                "VMs selected for migration", "VMs each cycle chose to move off this host", span=24
+            )
             .with_target(
                 query(
                     f"neat_vm_selected_for_migration{{{SELECTED}}}"
@@ -381,54 +400,38 @@ def host_dashboard() -> model.Dashboard:
                 )
             )
             .mappings(binary_mappings("stays", "selected", zero_color="transparent"))
-            .span(24)
-            .height(8)
         )
     )
     dash = (
         dash.with_row(Row("Migrations"))
         .with_panel(
-            timeseries.Panel()
-            .title("Migration time")
-            .description(
+            graph(
+                "Migration time",
                 "Estimated time to migrate the host's VMs (memory / network_migration_bandwidth),"
-                " used by the time-aware algorithms"
+                " used by the time-aware algorithms",
             )
             .with_target(query(f"neat_migration_time_seconds{{{SELECTED}}}", "migration time"))
             .unit("s")
             .min(0)
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Migration requests by result")
-            .description(
+            bars(
+                "Migration requests by result",
                 "Requests to the global manager: sent, failed, dry_run (not sent, mode dry_run) "
-                "and suppressed (cooldown)"
-            )
-            .with_target(
+                "and suppressed (cooldown)",
+            ).with_target(
                 query(
                     "sum by (reason, result) (increase(neat_migration_requests_total"
                     f"{{{SELECTED}}}[$__rate_interval]))",
                     "{{reason}} {{result}}",
                 )
             )
-            .draw_style(GraphDrawStyle.BARS)
-            .fill_opacity(80)
-            .stacking(StackingConfig().mode(StackingMode.NORMAL))
-            .unit("short")
-            .decimals(0)
-            .span(12)
-            .height(8)
         )
     )
     dash = (
         dash.with_row(Row("Exporter"))
         .with_panel(
-            timeseries.Panel()
-            .title("Cycle duration")
-            .description("Time one decision cycle takes: collect, detect, select, act")
+            graph("Cycle duration", "Time one decision cycle takes: collect, detect, select, act")
             .with_target(
                 query(
                     "histogram_quantile(0.5, sum by (le) (rate(neat_cycle_duration_seconds_bucket"
@@ -453,13 +456,9 @@ def host_dashboard() -> model.Dashboard:
             )
             .unit("s")
             .min(0)
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Cycles and errors")
-            .description("Cycles per second, and failed cycles by stage")
+            graph("Cycles and errors", "Cycles per second, and failed cycles by stage")
             .with_target(
                 query(
                     f"sum(rate(neat_cycles_total{{{SELECTED}}}[$__rate_interval]))",
@@ -475,18 +474,16 @@ def host_dashboard() -> model.Dashboard:
             )
             .unit("ops")
             .min(0)
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Source up")
-            .description("Whether the latest collection reached its source (libvirt, directory)")
+            timeline(
+                "Source up",
+                "Whether the latest collection reached its source (libvirt, directory)",
+                height=5,
+            )
             .with_target(query(f"neat_source_up{{{SELECTED}}}", "source"))
             .with_target(query(f"up{{{SELECTED}}}", "scrape"))
             .mappings(binary_mappings("down", "up"))
-            .span(12)
-            .height(5)
         )
         .with_panel(
             stat.Panel()
@@ -595,9 +592,7 @@ def fleet_dashboard() -> model.Dashboard:
     dash = (
         dash.with_row(Row("Decisions"))
         .with_panel(
-            timeseries.Panel()
-            .title("Hosts by state")
-            .description("Number of hosts in each state, stacked")
+            graph("Hosts by state", "Number of hosts in each state, stacked")
             .with_target(query(f"sum(neat_host_overloaded{{{SELECTED}}})", "overload"))
             .with_target(query(f"sum(neat_host_underloaded{{{SELECTED}}})", "underload"))
             .with_target(
@@ -632,18 +627,15 @@ def fleet_dashboard() -> model.Dashboard:
                     )
                 ],
             )
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Decision per host")
-            .description("Each host's decisions over time; click a host for its dashboard")
+            timeline(
+                "Decision per host",
+                "Each host's decisions over time; click a host for its dashboard",
+            )
             .with_target(query(f"({DECISION}) {WITH_HOST}", "{{host}}"))
             .mappings(DECISION_MAPPINGS)
             .data_links([host_link()])
-            .span(12)
-            .height(8)
         )
     )
     dash = (
@@ -670,24 +662,19 @@ def fleet_dashboard() -> model.Dashboard:
             .height(10)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Utilization by host")
+            graph("Utilization by host", None, span=16, height=10)
             .with_target(
                 query(f"neat_host_cpu_utilization_ratio{{{SELECTED}}} {WITH_HOST}", "{{host}}")
             )
             .unit("percentunit")
             .min(0)
             .data_links([host_link()])
-            .span(16)
-            .height(10)
         )
     )
     dash = (
         dash.with_row(Row("Migrations and exporters"))
         .with_panel(
-            timeseries.Panel()
-            .title("Migration request rate")
-            .description("Requests to the global manager per second, by result")
+            graph("Migration request rate", "Requests to the global manager per second, by result")
             .with_target(
                 query(
                     "sum by (result) (rate(neat_migration_requests_total"
@@ -697,13 +684,9 @@ def fleet_dashboard() -> model.Dashboard:
             )
             .unit("reqps")
             .min(0)
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Migration request failures")
-            .description("Failed requests per second, by host and reason")
+            graph("Migration request failures", "Failed requests per second, by host and reason")
             .with_target(
                 query(
                     "sum by (host, reason) (rate(neat_migration_requests_total"
@@ -714,24 +697,17 @@ def fleet_dashboard() -> model.Dashboard:
             .unit("reqps")
             .min(0)
             .data_links([host_link()])
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Exporters up")
-            .description("Each scrape target of the selected jobs")
+            timeline("Exporters up", "Each scrape target of the selected jobs")
             .with_target(query('up{job=~"$job"}', "{{instance}}"))
             .mappings(binary_mappings("down", "up"))
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Decision age")
-            .description(
+            graph(
+                "Decision age",
                 "Time since each host's latest successful cycle; above $stale_after s the "
-                "decision is stale (libvirt hung, cycles failing, or the exporter stuck)"
+                "decision is stale (libvirt hung, cycles failing, or the exporter stuck)",
             )
             .with_target(
                 query(
@@ -742,8 +718,6 @@ def fleet_dashboard() -> model.Dashboard:
             .unit("s")
             .min(0)
             .data_links([host_link()])
-            .span(12)
-            .height(8)
         )
     )
     return finish(global_manager_row(dash).build())
@@ -763,18 +737,9 @@ def counts(title: str, description: str, counter: str, labels: tuple[str, ...]) 
     by = ", ".join(labels)
     legend = " ".join(f"{{{{{label}}}}}" for label in labels)
     return (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
+        bars(title, description)
         .with_target(query(f"sum by ({by}) (increase({counter}[$__rate_interval]))", legend))
-        .draw_style(GraphDrawStyle.BARS)
-        .fill_opacity(80)
-        .stacking(StackingConfig().mode(StackingMode.NORMAL))
-        .unit("short")
-        .decimals(0)
         .min(0)
-        .span(12)
-        .height(8)
     )
 
 
@@ -832,9 +797,10 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
             .graph_mode(BigValueGraphMode.NONE)
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Hosts active and asleep")
-            .description("The global manager's fleet view: active, asleep and excluded hosts")
+            graph(
+                "Hosts active and asleep",
+                "The global manager's fleet view: active, asleep and excluded hosts",
+            )
             .with_target(query("sum by (state) (neat_gm_hosts)", "{{state}}"))
             .stacking(StackingConfig().mode(StackingMode.NORMAL))
             .fill_opacity(60)
@@ -843,13 +809,11 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
             .override_by_name("active", [fixed_color("green")])
             .override_by_name("asleep", [fixed_color("blue")])
             .override_by_name("excluded", [fixed_color("orange")])
-            .span(12)
-            .height(8)
         )
         .with_panel(
-            statetimeline.Panel()
-            .title("Hosts asleep")
-            .description("Each host the global manager switched off, until it woke it again")
+            timeline(
+                "Hosts asleep", "Each host the global manager switched off, until it woke it again"
+            )
             .with_target(query("max by (host) (neat_gm_host_asleep)", "{{host}}"))
             .mappings(
                 [
@@ -862,8 +826,6 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
                 ]
             )
             .data_links([host_link()])
-            .span(12)
-            .height(8)
         )
         .with_panel(
             counts(
@@ -895,19 +857,16 @@ def global_manager_row(dash: Dashboard) -> Dashboard:
             .override_by_name("timeout", [fixed_color("orange")])
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Migration and plan duration")
-            .description(
+            graph(
+                "Migration and plan duration",
                 "Median and 95th percentile of one live migration, and of reading the fleet "
-                "and planning"
+                "and planning",
             )
             .with_target(quantile(0.5, "neat_gm_migration_duration_seconds", "migration p50"))
             .with_target(quantile(0.95, "neat_gm_migration_duration_seconds", "migration p95"))
             .with_target(quantile(0.95, "neat_gm_plan_duration_seconds", "plan p95"))
             .unit("s")
             .min(0)
-            .span(12)
-            .height(8)
         )
         .with_panel(
             counts(

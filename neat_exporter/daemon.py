@@ -55,7 +55,8 @@ def make_requester(config: Config, registry: CollectorRegistry) -> MigrationRequ
 
 class Daemon:
     """The decision loop over one source; ``snapshot`` is what the pages show, ``exposition``
-    its metric families, encoded for /metrics."""
+    its metric families, encoded for /metrics, which serves them beside the live metrics of
+    ``registry`` (the loop's counters, the global manager client's)."""
 
     def __init__(
         self,
@@ -75,7 +76,6 @@ class Daemon:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = LoopMetrics(self.registry)
         self.exposition = Exposition(snapshot_families(None))
-        self.registry.register(self.exposition)
         self.requester = requester
         self._clock = clock
         self._monotonic = monotonic
@@ -241,7 +241,7 @@ class Daemon:
     def _save(self, history: History) -> None:
         try:
             history.save(self.config.history_dir)
-        except (OSError, InputError) as error:  # InputError: write_atomically's "cannot write"
+        except (OSError, InputError) as error:  # InputError: a folder others can write
             self.metrics.history_persist_errors.inc()
             log.error("cannot persist the history to %s: %s", self.config.history_dir, error)
 

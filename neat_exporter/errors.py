@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 
 class NeatExporterError(Exception):
-    """Base of every error that is the user's input, not a bug."""
+    """Base of every error a user can act on (their input, their files), not a bug."""
 
 
 class ConfigError(NeatExporterError):
@@ -41,6 +41,11 @@ class InputError(NeatExporterError, ValueError):
     """Data handed to the tool (a trace, a history file, a payload) is malformed.
 
     The message names what is wrong and where."""
+
+
+class WriteError(NeatExporterError, OSError):
+    """A file could not be written: its folder is missing or read-only, the disk is full...
+    Not the input's fault; the message names the file and the reason."""
 
 
 def innermost_cause(error: BaseException) -> str:

@@ -7,7 +7,9 @@ change only when a cycle publishes a new snapshot, so :meth:`Exposition.publish`
 there (plain and gzip-compressed), before swapping them in. Each scrape encodes only the rest,
 the few dozen samples of the loop's and the global manager client's counters, which are
 therefore always current, and appends it: to the kept text, and to the kept gzip stream by
-continuing a copy of its compressor, which yields one ordinary gzip stream.
+continuing a copy of its compressor, which yields one ordinary gzip stream. The two parts are
+kept apart: the snapshot's families are not in the registry of live metrics, so encoding that
+registry never builds them, and no family is shown twice.
 
 The per-VM bulk comes as :class:`GaugeRows` rather than prometheus_client families: label sets
 and values, no Metric objects. Its label text changes only when a VM comes or goes (or its Nova
@@ -28,7 +30,6 @@ import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -47,9 +48,8 @@ _LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LEGACY_LABEL = re.compile(r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*")  # "__" is reserved
 _GZIP = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip header and trailer
 # Level 1, not zlib's default 6 (prometheus_client's): the body is repetitive text, which level 1
-# compresses in less than half the time for 10-25 % more bytes (1000 VMs: 5 ms a cycle against
-# 11; 42 KiB against 34 on libvirt's test driver, 113 against 104 with the replay source's
-# metadata). The cycle's time is what is budgeted; a few KiB more per scrape are not.
+# compresses in less than half the time for a few more bytes (README, Benchmarks: Exporter).
+# The cycle's time is what is budgeted; a few KiB more per scrape are not.
 _GZIP_LEVEL = 1
 
 Encoder = Callable[[Collector], bytes]
@@ -112,7 +112,8 @@ class _Published:
 
 
 class Exposition(Collector):
-    """The families of the latest snapshot, as a collector and encoded for :class:`MetricsApp`.
+    """The families of the latest snapshot, encoded for :class:`MetricsApp`, and as a collector
+    for other readers (a registry of their own, to read values or encode them).
 
     The cycle calls :meth:`publish`; scrapes read what it published and never see families
     whose encoding is still being made."""
@@ -124,26 +125,13 @@ class Exposition(Collector):
         # label sets change only when VMs come and go, many values (memory, 0, 1) rarely.
         self._label_text: dict[tuple[Labels, Labels], str] = {}
         self._value_text: dict[float | str, str] = {}
-        self._hidden = threading.local()
         self._published = self._prepare(families, {})
 
     def describe(self) -> list:
         return []  # nothing to check names against; the families change every cycle
 
     def collect(self) -> Iterator[Metric]:
-        if getattr(self._hidden, "on", False):
-            return iter(())
         return (f.metric() if isinstance(f, GaugeRows) else f for f in self._published.families)
-
-    @contextmanager
-    def hidden(self) -> Iterator[None]:
-        """Leave the families out of :meth:`collect` in this thread: :class:`MetricsApp` shows
-        them from their encodings, and building them would cost what those save."""
-        self._hidden.on = True
-        try:
-            yield
-        finally:
-            self._hidden.on = False
 
     def publish(self, families: list[Family]) -> None:
         """Encode ``families`` in every format asked for so far, then show them. InputError,
@@ -204,9 +192,9 @@ class Exposition(Collector):
 
 
 class MetricsApp:
-    """A WSGI app for ``/metrics``: everything in ``registry``, with the families of
-    ``exposition`` from their kept encodings. Those families may be in ``registry`` too; they
-    are shown once."""
+    """A WSGI app for ``/metrics``: the families of ``exposition`` from their kept encodings,
+    followed by everything in ``registry``, the live metrics, encoded at each scrape. The two
+    hold different families: ``exposition`` is not registered in ``registry``."""
 
     def __init__(self, registry: CollectorRegistry, exposition: Exposition):
         self._registry = registry
@@ -216,8 +204,7 @@ class MetricsApp:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         families, kept = self._exposition.encoding(content_type, encoder)
         wanted = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        with self._exposition.hidden():
-            rest = encoder(_Families(f for f in self._registry.collect() if _selected(f, wanted)))
+        rest = encoder(_Families(f for f in self._registry.collect() if _selected(f, wanted)))
         headers = [("Content-Type", content_type)]
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         if wanted:  # prometheus_client's ?name[]= filter, from the kept encodings too

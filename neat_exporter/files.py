@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from neat_exporter.errors import InputError
+from neat_exporter.errors import InputError, WriteError
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -28,15 +28,16 @@ TEMPORARY_PREFIX = "."
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    A failure leaves ``path`` as it was; a path that cannot be written raises InputError. A
-    process killed at any moment leaves ``path`` whole, old or new, and perhaps the temporary
-    file (named ``.<name>.<random>``). Nothing is fsynced: after a power loss the file system may
-    hold an older version, or on some file systems an empty file."""
+    A failure leaves ``path`` as it was; a path that cannot be written, or a write that fails
+    (a full disk), raises WriteError naming ``path``. A process killed at any moment leaves
+    ``path`` whole, old or new, and perhaps the temporary file (named ``.<name>.<random>``).
+    Nothing is fsynced: after a power loss the file system may hold an older version, or on some
+    file systems an empty file."""
     path = Path(path)
     try:
         folder = os.open(path.parent, _DIRECTORY_FLAGS)
     except OSError as error:
-        raise InputError(f"{path}: cannot write: {error.strerror or error}") from None
+        raise _cannot_write(path, error) from None
     try:
         replace_file_at(folder, path.name, write, shown=str(path))
     finally:
@@ -54,27 +55,33 @@ def replace_file_at(
     try:
         handle = os.open(temporary, _NEW_FILE_FLAGS, 0o666, dir_fd=folder)  # mode as open() gives
     except OSError as error:
-        raise InputError(f"{shown}: cannot write: {error.strerror or error}") from None
+        raise _cannot_write(shown, error) from None
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
         os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=folder)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise _cannot_write(shown, error) from None
         raise
+
+
+def _cannot_write(path: str | Path, error: OSError) -> WriteError:
+    return WriteError(f"{path}: cannot write: {error.strerror or error}")
 
 
 @contextlib.contextmanager
 def private_directory(path: str | os.PathLike) -> Iterator[int]:
-    """A descriptor of the folder ``path``, created (mode 0755) if missing; InputError when
-    others can write it (see :func:`check_private`)."""
+    """A descriptor of the folder ``path``, created (mode 0755) if missing; WriteError when it
+    cannot be, InputError when others can write it (see :func:`check_private`)."""
     path = Path(path)
     try:
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
         folder = os.open(path, _DIRECTORY_FLAGS)
     except OSError as error:
-        raise InputError(f"{path}: cannot write: {error.strerror or error}") from None
+        raise _cannot_write(path, error) from None
     try:
         check_private(os.fstat(folder), path)
         yield folder

@@ -165,7 +165,8 @@ class History:
 
         Values are written as :meth:`load` reads them back: integers from 0 to the capacity (a
         measurement beyond it, clock jitter, is written as the capacity). InputError when others
-        can write ``directory``; OSError when ``vms`` in it is a symbolic link."""
+        can write ``directory``; WriteError when a file cannot be written; OSError when ``vms``
+        in it is a symbolic link."""
         ceiling = self.capacity_mhz
         integers = as_integers(self._samples, ceiling).tolist()
         length, counts = self.length, self._counts.tolist()

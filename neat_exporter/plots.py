@@ -13,7 +13,7 @@ from neat_exporter.errors import NeatExporterError
 from neat_exporter.files import write_atomically
 
 if TYPE_CHECKING:
-    from neat_exporter.replay import ReplayResult, Step
+    from neat_exporter.backtest import ReplayResult, Step
 
 PANEL_HEIGHT = 2.6
 """Inches per configuration."""

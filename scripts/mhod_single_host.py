@@ -5,7 +5,7 @@ one decision every 300 s. VM sets are built as the study's generator built them:
 threshold among 0.80-1.00 and add random PlanetLab traces, each with a random VM size, while
 the VMs' first values fit under threshold x capacity; keep a set only when its OTF over the day
 is at least 20 % and its OTF over the first 30 steps at most 9 %. Every algorithm runs on every
-set through ``neat_exporter.replay`` (Neat's local manager logic, the whole day's history kept)
+set through ``neat_exporter.backtest`` (Neat's local manager logic, the whole day's history kept)
 until its first overload decision; the OTF counts steps with utilization >= 1.0 up to and
 including that decision.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neat_exporter.replay import ReplayConfig, replay
+from neat_exporter.backtest import ReplayConfig, replay
 from neat_exporter.traces import list_days, read_planetlab
 from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet
 from neat_exporter.workloads import PLANETLAB_TIME_STEP, Workload

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from served import served
 from services import Process, free_port, wait_until
 
 from neat_exporter.cli import main
@@ -71,7 +72,7 @@ class FlakySource:
 
 
 def value(daemon: Daemon, name: str, **labels: str) -> float | None:
-    return daemon.registry.get_sample_value(name, labels)
+    return served(daemon).get_sample_value(name, labels)
 
 
 def test_decisions_follow_the_load():

@@ -18,6 +18,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from served import served
 
 from neat_exporter import exposition
 from neat_exporter.config import config_from_mapping
@@ -79,12 +80,22 @@ def test_same_content_as_prometheus_client(daemon, accept, parse, reference, gzi
     app = make_app(daemon.registry, daemon)
     for _ in range(2):  # the first scrape encodes the snapshot, the second reuses it
         headers, text = scrape(app, accept, gzipped)
-        expected = reference(daemon.registry).decode()
+        expected = reference(served(daemon)).decode()
         assert samples(text, parse) == samples(expected, parse)
         assert headers["Content-Type"].split(";")[0] == accept.split(";")[0]
         if accept == OPENMETRICS:
             assert text.endswith("# EOF\n") and text.count("# EOF") == 1
-        assert text.count("# TYPE neat_vm_cpu_usage_hertz ") == 1  # shown once
+        headers = [line for line in text.splitlines() if line.startswith(("# HELP", "# TYPE"))]
+        assert len(headers) == len(set(headers))  # every family shown once
+        assert "# TYPE neat_vm_cpu_usage_hertz gauge" in headers
+        assert any(line.startswith("# TYPE neat_cycles") for line in headers)  # the live part
+
+
+def test_the_snapshot_is_served_beside_the_live_registry_not_in_it(daemon):
+    live = {family.name for family in daemon.registry.collect()}
+    snapshot = {family.name for family in daemon.exposition.collect()}
+    assert "neat_cycles" in live and "neat_vm_cpu_usage_hertz" in snapshot
+    assert live.isdisjoint(snapshot)
 
 
 def test_counters_are_current_and_a_new_snapshot_follows(daemon):
@@ -125,7 +136,7 @@ def test_scrapes_after_a_cycle_do_not_encode(daemon, encodings, accept, parse, r
     assert len(encodings) == 2  # the cycle encoded its snapshot in the format asked for
     for gzipped in (True, False):
         _, text = scrape(app, accept, gzipped)
-        assert samples(text, parse) == samples(reference(daemon.registry).decode(), parse)
+        assert samples(text, parse) == samples(reference(served(daemon)).decode(), parse)
     assert len(encodings) == 2
     shown = {s.name: s.value for f in parse(text) for s in f.samples if not s.labels}
     assert shown["neat_last_cycle_timestamp_seconds"] == daemon.snapshot.time
@@ -160,7 +171,7 @@ def test_filtered_scrape_as_prometheus_client(daemon, gzipped):
     text = (gzip.decompress(body) if gzipped else body).decode()
     # prometheus_client's own filter (restricted_registry) misses collectors that describe no
     # names, as the snapshot's does; this one selects from everything.
-    everything = samples(generate_latest(daemon.registry).decode(), parse_text)
+    everything = samples(generate_latest(served(daemon)).decode(), parse_text)
     assert samples(text, parse_text) == {sample for sample in everything if sample[0] in names}
     assert {name for name, *_ in samples(text, parse_text)} == set(names)
 
@@ -186,8 +197,8 @@ def test_scrapes_build_no_metric_objects_for_rows(daemon, monkeypatch):
         _, text = scrape(app, accept, gzipped=True)
         assert 'neat_vm_info{domain="' in text
     assert built == []
-    assert daemon.registry.get_sample_value("neat_vm_memory_max_bytes", {"vm_uuid": "x"}) is None
-    assert built  # other readers of the registry still see the rows, as families
+    assert served(daemon).get_sample_value("neat_vm_memory_max_bytes", {"vm_uuid": "x"}) is None
+    assert built  # other readers of the snapshot's families still see the rows, as families
 
 
 def test_rows_need_names_the_encoders_keep():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from served import served
 
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
@@ -113,9 +114,9 @@ def test_scrapes_do_no_work():
     source = CountingSource()
     daemon = Daemon(config_from_mapping({"source": {"type": "replay"}}), source)
     daemon.run_cycle()
-    first = samples(daemon.registry)
+    first = samples(served(daemon))
     for _ in range(5):
-        assert samples(daemon.registry) == first
+        assert samples(served(daemon)) == first
     assert source.calls == 1
     assert first[("neat_cycles_total", ())] == 1
     assert first[("neat_vm_cpu_usage_hertz", (("vm_uuid", "vm"),))] == 500e6

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from services import Prometheus, free_port, require_program
 
+from neat_exporter.backtest import ReplayConfig, combine, replay
 from neat_exporter.cli import main
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
 from neat_exporter.errors import ConfigError
-from neat_exporter.replay import ReplayConfig, combine, replay
 from neat_exporter.sources.replay import ReplaySource
 from neat_exporter.traces import read_planetlab
 from neat_exporter.vocabulary import AlgorithmConfig, AlgorithmSet, parse_spec

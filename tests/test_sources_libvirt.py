@@ -22,6 +22,7 @@ from libvirt_fixtures import (
     write_node_xml,
 )
 from prometheus_client import generate_latest
+from served import served
 from services import Libvirtd, wait_until
 
 from neat_exporter.config import config_from_mapping
@@ -281,7 +282,7 @@ def test_the_daemon_reports_the_source_down_and_up_again(tmp_path):
 
     try:
         assert exporter.run_cycle() and source_up() == 1
-        body = generate_latest(exporter.registry).decode()
+        body = generate_latest(served(exporter)).decode()
         assert f'vm_uuid="{vm_uuid(4)}"' in body and 'project_name="project4"' in body
         daemon.kill(signal.SIGKILL)
         assert not exporter.run_cycle() and source_up() == 0

@@ -24,7 +24,7 @@ from pki import PKI, issue
 from services import Process, free_port, wait_until
 
 from neat_exporter.errors import ConfigError
-from neat_exporter.web import BasicAuth, Limits, load_web_config, serve_wsgi
+from neat_exporter.web import BasicAuth, Limits, RateLimit, load_web_config, serve_wsgi
 from neat_exporter.web import auth as web_auth
 from neat_exporter.web import reload as web_reload
 
@@ -265,12 +265,31 @@ def test_headers_and_rate_limit(serve):
     url = serve(
         {
             "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
-            "rate_limit": {"interval": "10s", "burst": 2},
+            "rate_limit": {"interval": "1h", "burst": 2},  # no token back during the test
         }
     )
     responses = [requests.get(url, timeout=5) for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert all(r.headers["X-Frame-Options"] == "deny" for r in responses)
+
+
+def test_rate_limit_refills_one_token_per_interval():
+    """The bucket on a clock of the test's own: exact refill times, no waiting."""
+    now = [100.0]
+    limited = RateLimit(hello, interval=2.0, burst=2, monotonic=lambda: now[0])
+
+    def status() -> str:
+        statuses = []
+        limited({}, lambda line, headers: statuses.append(line))
+        return statuses[0][:3]
+
+    assert [status() for _ in range(3)] == ["200", "200", "429"]  # the burst, then empty
+    now[0] = 101.5
+    assert status() == "429"  # three quarters of a token
+    now[0] = 102.0
+    assert [status(), status()] == ["200", "429"]  # one interval: exactly one token
+    now[0] = 1000.0
+    assert [status() for _ in range(3)] == ["200", "200", "429"]  # refilled up to the burst only
 
 
 # --- invalid configurations -------------------------------------------------------------------

@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from neat_exporter import replay as replaying
-from neat_exporter import workloads
+from neat_exporter import backtest, workloads
 from neat_exporter.errors import InputError
 from neat_exporter.files import write_atomically
 from neat_exporter.parsing import parse_duration
@@ -119,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     output.add_argument(
         "--otf-threshold",
         type=float,
-        default=replaying.DEFAULT_OTF_THRESHOLD,
+        default=backtest.DEFAULT_OTF_THRESHOLD,
         metavar="U",
         help="utilization counted as overloaded in the OTF (default %(default)g)",
     )
@@ -175,7 +174,7 @@ def load_workload(args: argparse.Namespace) -> workloads.Workload:
     return workloads.from_prometheus(query, host_cpu_mhz=host_cpu, vm_ram_mb=args.vm_ram_mb)
 
 
-def load_configurations(args: argparse.Namespace) -> list[replaying.ReplayConfig]:
+def load_configurations(args: argparse.Namespace) -> list[backtest.ReplayConfig]:
     from neat_exporter.config import config_from_mapping, load_config
 
     # Replay sends nothing: the global manager section must not stop a configuration loading.
@@ -187,36 +186,36 @@ def load_configurations(args: argparse.Namespace) -> list[replaying.ReplayConfig
             for stem, path in zip(stems, args.config, strict=True)
         ]
         bases = [
-            replaying.ReplayConfig.from_config(load_config(path, overrides=quiet), label)
+            backtest.ReplayConfig.from_config(load_config(path, overrides=quiet), label)
             for path, label in zip(args.config, labels, strict=True)
         ]
     else:
         defaults = config_from_mapping({}, origin="<defaults>", overrides=quiet)
-        bases = [replaying.ReplayConfig.from_config(defaults, "defaults")]
+        bases = [backtest.ReplayConfig.from_config(defaults, "defaults")]
     specs = {
         kind: [parse_spec(kind, text) for text in getattr(args, f"spec_{kind}")]
         for kind in SPEC_FLAGS
     }
-    return replaying.combine(bases, specs)
+    return backtest.combine(bases, specs)
 
 
 def main(args: argparse.Namespace) -> int:
     configs = load_configurations(args)
     workload = load_workload(args)
     for config in configs:
-        replaying.validate(config, workload.time_step)
+        backtest.validate(config, workload.time_step)
     if workload.steps == 0:
         raise InputError(f"{workload.source}: no samples")
     results = [
-        replaying.replay(workload, config, args.otf_threshold, args.stop_at_first_overload)
+        backtest.replay(workload, config, args.otf_threshold, args.stop_at_first_overload)
         for config in configs
     ]
     if args.format == "json":
-        report = replaying.to_json(results, workload)
+        report = backtest.to_json(results, workload)
     elif args.format == "csv":
-        report = replaying.to_csv(results)
+        report = backtest.to_csv(results)
     else:
-        report = replaying.to_table(results, workload)
+        report = backtest.to_table(results, workload)
     if args.plot:
         from neat_exporter.plots import plot_replay
 

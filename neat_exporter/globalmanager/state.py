@@ -90,7 +90,7 @@ class GlobalManagerState:
         self.migrations = migrations
 
     def save(self) -> None:
-        """Write the file (raises InputError when it cannot be written)."""
+        """Write the file (raises WriteError when it cannot be written)."""
         if self.path is None:
             return
         with self._lock:

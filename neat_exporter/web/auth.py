@@ -164,17 +164,26 @@ def _basic_credentials(header: str) -> tuple[str, bytes] | None:
 class RateLimit:
     """A token bucket over all requests: one token per ``interval`` s, at most ``burst``."""
 
-    def __init__(self, app: Callable, interval: float, burst: int):
+    def __init__(
+        self,
+        app: Callable,
+        interval: float,
+        burst: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        """``monotonic`` tells the seconds that refill the bucket, so tests can run it on a
+        clock of their own."""
         self._app = app
         self._interval = interval
         self._burst = burst
+        self._monotonic = monotonic
         self._tokens = float(burst)
-        self._updated = time.monotonic()
+        self._updated = monotonic()
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         with self._lock:
-            now = time.monotonic()
+            now = self._monotonic()
             elapsed, self._updated = now - self._updated, now
             self._tokens = min(self._burst, self._tokens + elapsed / self._interval)
             allowed = self._tokens >= 1

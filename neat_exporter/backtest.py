@@ -1,4 +1,5 @@
-"""One host's decisions over a recorded workload, made by the daemon's own decision logic.
+"""A backtest of one host: its decisions over a recorded workload, made by the daemon's own
+decision logic (what ``neat-exporter replay`` runs and reports).
 
 Every step of a :class:`~neat_exporter.workloads.Workload` becomes one step of the daemon's
 :class:`~neat_exporter.pipeline.HostPipeline`: each VM on the host at that step contributes its
