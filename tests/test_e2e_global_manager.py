@@ -611,8 +611,19 @@ def kill_stuck_copies(hosts, host: str, vm_uuids) -> None:
         if pid > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            # A daemon restarted while the process still exists would recover the copy again.
+            wait_until(lambda pid=pid: not _alive(pid), 30, f"qemu {pid} gone", 0.1)
     if stuck:
         hosts.restart_libvirtd(host)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def running(hosts, vm_uuid: str) -> list[str]:
