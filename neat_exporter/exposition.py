@@ -154,6 +154,10 @@ class Exposition(Collector):
                     kept = published.encodings[content_type] = _encode(published, encoder)
         return published.families, kept
 
+    def has_encoding(self, content_type: str) -> bool:
+        """Whether the published families are encoded in ``content_type`` already."""
+        return content_type in self._published.encodings
+
     def _prepare(self, families: list[Family], encoders: dict[str, Encoder]) -> _Published:
         """``families`` with their sample lines and their encodings by ``encoders``. The label
         text of the rows is reused from the previous call; what this call did not use is
@@ -191,36 +195,80 @@ class Exposition(Collector):
         return published
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A scrape's body and what it was made of, for the next scrape in its format."""
+
+    kept: _Encoding
+    rest: list[Metric]
+    body: bytes
+
+
 class MetricsApp:
     """A WSGI app for ``/metrics``: the families of ``exposition`` from their kept encodings,
     followed by everything in ``registry``, the live metrics, encoded at each scrape. The two
-    hold different families: ``exposition`` is not registered in ``registry``."""
+    hold different families: ``exposition`` is not registered in ``registry``.
+
+    The live part (the loop's and the global manager client's ~100 samples) is collected at
+    every scrape, so it is always current, but its samples change with cycles and migration
+    requests, not with scrapes: the latest body in each format is kept with the samples it
+    showed, and a scrape whose collected samples equal those (and whose snapshot is the same)
+    answers it again. That saves the encoder's per-sample Python work (most of a scrape's cost)
+    and a copy of the body, which is what lets back-to-back scrapers be served in time."""
 
     def __init__(self, registry: CollectorRegistry, exposition: Exposition):
         self._registry = registry
         self._exposition = exposition
+        self._answers: dict[tuple[str, bool], _Answer] = {}  # by (content type, gzip)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         families, kept = self._exposition.encoding(content_type, encoder)
         wanted = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        rest = encoder(_Families(f for f in self._registry.collect() if _selected(f, wanted)))
+        rest = [f for f in self._registry.collect() if _selected(f, wanted)]
         headers = [("Content-Type", content_type)]
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         if wanted:  # prometheus_client's ?name[]= filter, from the kept encodings too
             body = b"".join(kept.by_family[f.name] for f in families if _selected(f, wanted))
-            body += rest
+            body += encoder(_Families(rest))
             body = zlib.compress(body, _GZIP_LEVEL, wbits=_GZIP) if gzipped else body
-        elif gzipped:
-            compressor = kept.compressor.copy()
-            body = kept.gzip_head + compressor.compress(rest) + compressor.flush()
         else:
-            body = kept.body + rest
+            body = self._body(content_type, encoder, kept, rest, gzipped)
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def answers_at_once(self, environ: dict) -> bool:
+        """Whether a scrape answers from kept encodings, without encoding the snapshot (the
+        first scrape in a format) or compressing a filtered body."""
+        _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        filtered = "name[]" in parse_qs(environ.get("QUERY_STRING", ""))
+        return not filtered and self._exposition.has_encoding(content_type)
+
+    def _body(
+        self,
+        content_type: str,
+        encoder: Encoder,
+        kept: _Encoding,
+        rest: list[Metric],
+        gzipped: bool,
+    ) -> bytes:
+        """The whole body: the previous one in this format if nothing it shows has changed.
+        (Samples compare by value: a value going from 0.0 to -0.0 keeps showing 0.0.)"""
+        previous = self._answers.get((content_type, gzipped))
+        if previous is not None and previous.kept is kept and previous.rest == rest:
+            return previous.body
+        encoded = encoder(_Families(rest))
+        if gzipped:
+            compressor = kept.compressor.copy()
+            body = kept.gzip_head + compressor.compress(encoded) + compressor.flush()
+        else:
+            body = kept.body + encoded
+        # One reference swap: concurrent scrapes read a whole answer, old or new.
+        self._answers[content_type, gzipped] = _Answer(kept, rest, body)
+        return body
 
 
 def _selected(family: Family, wanted: list[str] | None) -> bool:

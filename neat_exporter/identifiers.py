@@ -21,6 +21,14 @@ shorter, and a longer one would only flood logs and requests."""
 MAX_HOST_NAME_LENGTH = 255
 """A DNS name's limit, which Nova's host names follow."""
 
+MAX_INFO_LABEL_LENGTH = 256
+"""Characters of a label value describing a VM (its domain name, Nova's instance, project and
+flavor names and IDs). Nova's own limit for names is 255, so no real value is cut; a longer one
+(metadata written by other tools, or a hostile tenant's) would bloat every scrape and can make
+Prometheus refuse the whole scrape when it sets a ``label_value_length_limit``."""
+
+_CUT_MARK = "..."
+
 _VM_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 # Control characters (Cc, CR and LF among them), lone surrogates (Cs: not text at all, they cannot
 # be encoded), line and paragraph separators (Zl, Zp: line breaks to some log viewers).
@@ -67,6 +75,14 @@ def check_label(name: str, value: str) -> None:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise InputError(f"label {shown(name)}: {what} is not valid Unicode") from None
+
+
+def bounded_label_value(value: str) -> str:
+    """``value``, or when it is longer than :data:`MAX_INFO_LABEL_LENGTH` its beginning ending
+    in "...", that long in all: the VM is still shown, and recognisable by the start of its name."""
+    if len(value) <= MAX_INFO_LABEL_LENGTH:
+        return value
+    return value[: MAX_INFO_LABEL_LENGTH - len(_CUT_MARK)] + _CUT_MARK
 
 
 def shown(value: str, limit: int = 60) -> str:

@@ -29,12 +29,34 @@ class Status(Protocol):
 
 def make_app(
     registry: CollectorRegistry, status: Status, clock: Callable[[], float] = time.time
-) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+) -> ExporterApp:
     """The WSGI application of the exporter's pages, reading ``status`` at every request."""
-    metrics_app = MetricsApp(registry, status.exposition)
-    config_text = yaml.safe_dump(effective_config(status.config), sort_keys=False)
+    return ExporterApp(registry, status, clock)
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+
+class ExporterApp:
+    """The exporter's pages as a WSGI app."""
+
+    def __init__(self, registry: CollectorRegistry, status: Status, clock: Callable[[], float]):
+        self._metrics_app = MetricsApp(registry, status.exposition)
+        self._status = status
+        self._clock = clock
+        self._config_text = yaml.safe_dump(effective_config(status.config), sort_keys=False)
+
+    def inline_app(self, environ: dict[str, Any]) -> ExporterApp | None:
+        """Itself for the requests it answers from memory at once, which the HTTP server then
+        answers without a thread switch: everything but the landing page (HTML built from the
+        snapshot) and a scrape that would encode the snapshot (see MetricsApp.answers_at_once)."""
+        path = environ.get("PATH_INFO") or "/"
+        if path in ("/", "/index.html"):
+            return None
+        if path == "/metrics" and not self._metrics_app.answers_at_once(environ):
+            return None
+        return self
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             # Every page only reads: POST, DELETE, TRACE and the rest are refused.
@@ -44,13 +66,14 @@ def make_app(
             )
             return [b"only GET and HEAD\n"]
         if path == "/metrics":
-            return metrics_app(environ, start_response)
+            return self._metrics_app(environ, start_response)
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n"]
         if path in ("/", "/index.html"):
+            status = self._status
             body = landing_page(
-                status.snapshot, status.config, status.last_error, config_text, clock()
+                status.snapshot, status.config, status.last_error, self._config_text, self._clock()
             ).encode()
             start_response(
                 "200 OK",
@@ -59,5 +82,3 @@ def make_app(
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics\n"]
-
-    return app

@@ -112,6 +112,38 @@ def test_counters_are_current_and_a_new_snapshot_follows(daemon):
     assert shown["neat_last_cycle_timestamp_seconds"] == daemon.snapshot.time
 
 
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+def test_scrapes_with_nothing_changed_answer_the_same_body(daemon, gzipped):
+    extra = Counter("neat_test_events", "Events.", registry=daemon.registry)
+    app = make_app(daemon.registry, daemon)
+    environ = {
+        "PATH_INFO": "/metrics",
+        "REQUEST_METHOD": "GET",
+        "HTTP_ACCEPT": OPENMETRICS,
+        "HTTP_ACCEPT_ENCODING": "gzip" if gzipped else "",
+    }
+    first, second = (app(environ, lambda *_: None)[0] for _ in range(2))
+    assert second is first  # neither encoded nor copied again
+    extra.inc()
+    third = app(environ, lambda *_: None)[0]
+    assert third != first
+    assert "neat_test_events_total 1.0" in (gzip.decompress(third) if gzipped else third).decode()
+    time.sleep(0.01)
+    daemon.run_cycle()  # a new snapshot, the rest unchanged but for the cycle's own counters
+    assert app(environ, lambda *_: None)[0] != third
+
+
+def test_only_scrapes_from_kept_encodings_are_answered_inline(daemon):
+    app = make_app(daemon.registry, daemon)
+    environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "HTTP_ACCEPT": OPENMETRICS}
+    assert app.inline_app(environ) is None  # the first scrape in a format encodes the snapshot
+    scrape(app, OPENMETRICS, True)
+    assert app.inline_app(environ) is app
+    assert app.inline_app({**environ, "QUERY_STRING": "name[]=neat_cycles"}) is None
+    assert app.inline_app({**environ, "PATH_INFO": "/"}) is None  # HTML built per request
+    assert app.inline_app({**environ, "PATH_INFO": "/healthz"}) is app
+
+
 @pytest.fixture
 def encodings(monkeypatch) -> list[int]:
     """The number of families of every encoding of a snapshot, as it happens."""

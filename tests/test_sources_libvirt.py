@@ -18,6 +18,7 @@ from libvirt_fixtures import (
     NOVA_1_1,
     domain_xml,
     expected_info,
+    nova_metadata,
     vm_uuid,
     write_node_xml,
 )
@@ -27,6 +28,7 @@ from services import Libvirtd, wait_until
 
 from neat_exporter.config import config_from_mapping
 from neat_exporter.daemon import Daemon
+from neat_exporter.identifiers import MAX_INFO_LABEL_LENGTH
 from neat_exporter.sources import SourceError
 from neat_exporter.sources.base import VM_INFO_LABELS
 from neat_exporter.sources.libvirt import LibvirtSource, cpu_mhz
@@ -114,6 +116,31 @@ def test_vms_appearing_pausing_and_disappearing(default_driver):
         assert source.collect().vms[vm_uuid(0)].cpu_mhz > 0
     finally:
         source.close()
+
+
+def test_nova_metadata_labels_are_cut_to_a_bounded_length(default_driver, caplog):
+    huge_name = "n" * 100_000
+    metadata = nova_metadata(3).replace(
+        "<nova:name>vm-3</nova:name>", f"<nova:name>{huge_name}</nova:name>"
+    )
+    metadata = metadata.replace('name="m1.small-0"', f'name="{"f" * 300}"')
+    xml = domain_xml(3, metadata=None).replace(
+        "</domain>", f"<metadata>{metadata}</metadata></domain>"
+    )
+    default_driver(xml)
+    source = LibvirtSource("test:///default")
+    try:
+        with caplog.at_level("WARNING", logger="neat_exporter.sources.libvirt"):
+            info = dict(source.collect().vms[vm_uuid(3)].info)
+            source.collect()  # the metadata is cached: cut and said once
+    finally:
+        source.close()
+    assert info["instance_name"] == "n" * (MAX_INFO_LABEL_LENGTH - 3) + "..."
+    assert info["flavor_name"] == "f" * (MAX_INFO_LABEL_LENGTH - 3) + "..."
+    assert info["project_name"] == expected_info(3)["project_name"]  # short values untouched
+    cuts = [r.getMessage() for r in caplog.records if "characters, cut" in r.getMessage()]
+    assert len(cuts) == 1
+    assert "instance_name (100000 characters), flavor_name (300 characters)" in cuts[0]
 
 
 def test_metadata_of_many_new_domains_is_spread_over_collections(tmp_path):

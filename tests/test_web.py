@@ -564,3 +564,31 @@ def read_until_closed(connection: socket.socket) -> bytes:
     while chunk := connection.recv(65536):
         data += chunk
     return data
+
+
+class ThreadNamingApp:
+    """Answers with the name of the thread that ran it; ``inline_app`` as the exporter's pages
+    have it: itself for every path but /slow."""
+
+    def inline_app(self, environ):
+        return None if environ["PATH_INFO"] == "/slow" else self
+
+    def __call__(self, environ, start_response):
+        body = threading.current_thread().name.encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+
+def test_requests_the_app_answers_at_once_skip_the_worker_threads(serve, password_hash):
+    url = serve(None, app=ThreadNamingApp())
+    assert requests.get(f"{url}/metrics", timeout=5).text == "http"  # the event loop's thread
+    assert requests.get(f"{url}/slow", timeout=5).text.startswith("http-worker")
+    # Behind a web config without users, the same; with users (bcrypt) always a worker thread.
+    headers = {"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}
+    url = serve(headers, app=ThreadNamingApp())
+    answer = requests.get(f"{url}/metrics", timeout=5)
+    assert answer.text == "http" and answer.headers["X-Frame-Options"] == "deny"
+    url = serve({"basic_auth_users": {"alice": password_hash}}, app=ThreadNamingApp())
+    answer = requests.get(f"{url}/metrics", auth=("alice", PASSWORD.encode()), timeout=5)
+    assert answer.text.startswith("http-worker")
+    assert requests.get(f"{url}/metrics", timeout=5).status_code == 401

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from neat_exporter.errors import ConfigError
+from neat_exporter.identifiers import MAX_INFO_LABEL_LENGTH, bounded_label_value, shown
 from neat_exporter.neat_files import NeatFiles
 from neat_exporter.sources.base import VM_INFO_LABELS, Reading, SourceError, VmReading
 
@@ -438,9 +439,23 @@ def _domain_info(libvirt: Any, domain: Any) -> dict[str, str]:
         try:
             info.update(parse_nova_metadata(element))
         except ElementTree.ParseError as error:
-            log.warning("unreadable Nova metadata on domain %s: %s", info["domain"], error)
+            log.warning("unreadable Nova metadata on domain %s: %s", shown(info["domain"]), error)
         break
-    return info
+    return _bounded(info)
+
+
+def _bounded(info: dict[str, str]) -> dict[str, str]:
+    """``info`` with every value cut to MAX_INFO_LABEL_LENGTH characters, saying which were (once
+    per domain: its metadata is read once and cached)."""
+    cut = {name: len(value) for name, value in info.items() if len(value) > MAX_INFO_LABEL_LENGTH}
+    if cut:
+        log.warning(
+            "domain %s: %s longer than %d characters, cut",
+            shown(info["domain"]),
+            ", ".join(f"{name} ({length} characters)" for name, length in cut.items()),
+            MAX_INFO_LABEL_LENGTH,
+        )
+    return {name: bounded_label_value(value) for name, value in info.items()}
 
 
 def _node_cpu_ns(libvirt: Any, conn: Any) -> tuple[int | None, int | None]:

@@ -49,15 +49,28 @@ class LiveWebConfig:
 
     def __init__(self, config: WebConfig, app: Callable):
         self._app = app
-        self.config = config
-        self._wrapped = config.wrap(app)
+        self._current = (config, config.wrap(app))  # swapped whole: requests read one version
         self._stamp = _file_stamp(config.files)
         self._pending: tuple | None = None  # a changed stamp seen once, waiting to settle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def config(self) -> WebConfig:
+        return self._current[0]
+
     def __call__(self, environ, start_response):
-        return self._wrapped(environ, start_response)
+        return self._current[1](environ, start_response)
+
+    def inline_app(self, environ) -> Callable | None:
+        """The version in force, when it answers ``environ`` without blocking (see the server's
+        ``inline_app``): never with basic auth, whose bcrypt check takes tens of milliseconds
+        and may wait for other checks."""
+        config, wrapped = self._current
+        inner = getattr(self._app, "inline_app", None)
+        if config.basic_auth_users or inner is None or inner(environ) is None:
+            return None
+        return wrapped
 
     def start(self) -> None:
         interval = RELOAD_CHECK_INTERVAL
@@ -99,7 +112,7 @@ class LiveWebConfig:
         except ConfigError as error:
             log.error("web config changed but is refused, keeping the previous one: %s", error)
             return
-        self.config, self._wrapped = config, wrapped
+        self._current = (config, wrapped)
         self._stamp = _file_stamp(config.files)  # it may name other files now
         log.info("web config %s reloaded", config.path)
 

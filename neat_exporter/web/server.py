@@ -4,10 +4,12 @@ them, and a few worker threads for the WSGI app.
 Every connection lives in the event loop and costs a socket and a few KiB, never a thread: a
 client that sends slowly, stalls its TLS handshake or idles is only a file descriptor until its
 deadline. The app runs in a worker thread only once its request is complete (head and body),
-and its answer is written back by the loop. What any client can make the process hold is
-bounded (see :class:`Limits`); at ``max_connections`` the connection that has gone longest
-without completing a request is closed to make room, so clients that finish their requests in
-time are served whatever others hold open. docs/security.md has the measurements.
+and its answer is written back by the loop; a request the app says it answers at once from
+memory (``inline_app``, see :func:`_inline_app`) is answered on the loop itself. What any
+client can make the process hold is bounded (see :class:`Limits`); at ``max_connections`` the
+connection that has gone longest without completing a request is closed to make room, so
+clients that finish their requests in time are served whatever others hold open.
+docs/security.md has the measurements.
 """
 
 from __future__ import annotations
@@ -474,6 +476,13 @@ def _peer_sans(transport: asyncio.Transport) -> set[str]:
     return {value for kind, value in certificate.get("subjectAltName", ()) if kind in _SAN_TYPES}
 
 
+def _inline_app(app: Callable, environ: dict) -> Callable | None:
+    """The app to answer ``environ`` on the event loop, if ``app`` says it can without blocking
+    (by an ``inline_app(environ)`` method returning it); None to answer in a worker thread."""
+    pick = getattr(app, "inline_app", None)
+    return pick(environ) if pick is not None else None
+
+
 def _run_app(app: Callable, environ: dict) -> tuple[str, list, bytes]:
     """Call the WSGI app in a worker thread: (status line, headers, whole body)."""
     answer: list = []
@@ -580,6 +589,11 @@ class _Server:
                 connection.close(unflushed=True)
 
     async def call_app(self, environ: dict) -> tuple[str, list, bytes]:
+        inline = _inline_app(self.app, environ)
+        if inline is not None:
+            # Handing a request to a worker and its answer back costs two thread switches, each
+            # waiting for the GIL behind busy threads: more than an answer from memory takes.
+            return _run_app(inline, environ)
         limits = self.limits
         if self._active >= limits.workers + limits.max_queued_requests:
             body = b"Too many requests at once, retry\n"
