@@ -69,7 +69,9 @@ class RoundState:
     """What a consolidation round starts from: the fleet as its last update left it.
 
     The round changes none of it; it copies what it changes (the VM lists, each host's free
-    and allocated MIPS). The VM fields are also what VM selection policies read
+    and allocated MIPS). The state shares the fleet's arrays and lists rather than copying them
+    at every tick, so it holds until the fleet moves on (starts the round's migrations). The VM
+    fields are also what VM selection policies read
     (:class:`neat_exporter.simulate.policies.SelectionContext`).
     """
 
