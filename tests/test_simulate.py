@@ -3,6 +3,8 @@ event loop on a small fleet, and the command line on a slice of a PlanetLab day.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -10,10 +12,11 @@ import pytest
 
 from neat_exporter.cli import main
 from neat_exporter.simulate import FleetSpec, parse_policy, simulate_day
-from neat_exporter.simulate import placement as placement_module
-from neat_exporter.simulate.fleet import IN, Fleet
-from neat_exporter.simulate.metrics import Accounting, HostStates, VmStates
+from neat_exporter.simulate.accounting import Accounting, HostStates, VmStates
+from neat_exporter.simulate.consolidation import Planner
+from neat_exporter.simulate.fleet import Fleet
 from neat_exporter.simulate.policies import (
+    FleetDetector,
     LocalRegression,
     SpreadThreshold,
     iqr,
@@ -21,6 +24,7 @@ from neat_exporter.simulate.policies import (
     mad,
 )
 from neat_exporter.simulate.power import energy_joules, specpower
+from neat_exporter.simulate.state import IN, RoundState
 
 G4, G5 = 0, 1
 CHARGED_SECONDS = 86_100.1 - 300.1  # first tick at 300.1 s, last at 86,100.1 s
@@ -141,7 +145,8 @@ def small_workload(vms: int = 48, samples: int = 60, seed: int = 3) -> np.ndarra
 
 def check_membership(fleet: Fleet) -> None:
     homes = [vm for members in fleet.vms for vm in members]
-    vms, hosts, _, kinds = fleet._entry_arrays()
+    entries = fleet.entries()
+    vms, hosts, kinds = entries.vms, entries.hosts, entries.kinds
     resident = vms[kinds != IN]
     assert sorted(resident.tolist()) == sorted(np.flatnonzero(fleet.alive).tolist())
     assert len(set(resident.tolist())) == len(resident)  # nobody twice as a resident
@@ -154,7 +159,7 @@ def check_membership(fleet: Fleet) -> None:
 
 
 def test_no_vm_lost_or_duplicated_and_placements_fit(monkeypatch):
-    original = placement_module.Planner.find_host
+    original = Planner.find_host
     placements = []
 
     def checked_find_host(self, vm, excluded):
@@ -167,7 +172,7 @@ def test_no_vm_lost_or_duplicated_and_placements_fit(monkeypatch):
             placements.append(host)
         return host
 
-    monkeypatch.setattr(placement_module.Planner, "find_host", checked_find_host)
+    monkeypatch.setattr(Planner, "find_host", checked_find_host)
     spec = FleetSpec(hosts=24, limit=300 * 59)
     fleet = Fleet(small_workload(), parse_policy("lr-mmt-1.2"), spec)
     fleet.run(progress=lambda step, total: check_membership(fleet))
@@ -180,7 +185,7 @@ def test_no_vm_lost_or_duplicated_and_placements_fit(monkeypatch):
 def test_placement_takes_cloudsims_host_whatever_it_asks_first(monkeypatch, policy):
     """find_host asks the detector about the cheapest hosts first; every choice must be
     CloudSim's: all busy candidates checked, then the least power increase, first on ties."""
-    original = placement_module.Planner.find_host
+    original = Planner.find_host
     choices = 0
 
     def exhaustive(self, vm, excluded):
@@ -204,11 +209,41 @@ def test_placement_takes_cloudsims_host_whatever_it_asks_first(monkeypatch, poli
         choices += host is not None
         return host
 
-    monkeypatch.setattr(placement_module.Planner, "find_host", checked)
-    monkeypatch.setattr(placement_module, "HOSTS_PER_CALL", 1)  # the most batches
+    monkeypatch.setattr(Planner, "find_host", checked)
+    monkeypatch.setattr(FleetDetector, "hosts_per_call", 1)  # the most batches
     spec = FleetSpec(hosts=24, limit=300 * 59)
     result = simulate_day(small_workload(), parse_policy(policy), spec=spec)
     assert result.migrations > 10 and choices >= result.migrations
+
+
+def same_state(state: RoundState, before: RoundState) -> bool:
+    def parts(value):
+        return dataclasses.astuple(value) if dataclasses.is_dataclass(value) else (value,)
+
+    for item in dataclasses.fields(RoundState):
+        now, then = parts(getattr(state, item.name)), parts(getattr(before, item.name))
+        for a, b in zip(now, then, strict=True):
+            if not (np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("policy", ["lr-mc-1.2", "neat:otf otf=0.1", "thr-rs-0.8"])
+def test_a_round_reads_the_fleet_state_and_changes_none_of_it(policy):
+    spec = FleetSpec(hosts=24, limit=300 * 39)
+    fleet = Fleet(small_workload(samples=40), parse_policy(policy), spec)
+    planned = 0
+
+    def plan_aside(step, total):
+        nonlocal planned
+        state = fleet.round_state()
+        before = copy.deepcopy(state)
+        # A copy of the policy: the fleet's detector and VM selection keep their own state.
+        planned += len(Planner(state, copy.deepcopy(fleet.policy)).optimize())
+        assert same_state(state, before)
+
+    fleet.run(progress=plan_aside)
+    assert planned > 10
 
 
 @pytest.mark.parametrize("policy", ["thr-mmt-0.8", "iqr-mc-1.5", "mad-mu-2.5", "lrr-rs-1.2"])

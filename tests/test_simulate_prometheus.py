@@ -201,7 +201,7 @@ def test_bad_ranges_and_an_empty_prometheus_are_refused(filled_prometheus, capfd
 
 
 def test_an_operators_fleet_runs_out_of_ram(planetlab_dir, monkeypatch):
-    from neat_exporter.simulate.placement import Planner
+    from neat_exporter.simulate.consolidation import Planner
 
     fleet = planetlab_fleet(planetlab_dir)
     roomy = simulate_day(fleet.traces, parse_policy("thr-mmt-0.8"), inventory=fleet)

@@ -17,8 +17,8 @@ from test_simulate import small_workload
 from neat_exporter.cli import main
 from neat_exporter.errors import NeatExporterError
 from neat_exporter.simulate import parse_policy, simulate_day
+from neat_exporter.simulate.consolidation import Planner
 from neat_exporter.simulate.fleet import Fleet, FleetSpec
-from neat_exporter.simulate.placement import Planner
 from neat_exporter.simulate.policies import PRESETS
 from neat_exporter.tune.space import Space, suggest
 from neat_exporter.tune.study import shares, storage_url

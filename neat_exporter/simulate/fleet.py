@@ -12,7 +12,6 @@ elapsed interval, VMs asking for nothing removed as finished. See docs/reproduct
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import time as wallclock
 from collections.abc import Callable
@@ -21,13 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from neat_exporter.errors import InputError
+from neat_exporter.simulate.accounting import Accounting, DayResult, HostStates, VmStates
+from neat_exporter.simulate.consolidation import Planner
 from neat_exporter.simulate.inventory import Inventory
-from neat_exporter.simulate.metrics import Accounting, DayResult, HostStates, VmStates
-from neat_exporter.simulate.placement import Planner
 from neat_exporter.simulate.policies import Policy
 from neat_exporter.simulate.power import POWER_TABLES, energy_joules, specpower
-
-NORMAL, OUT, IN = 0, 1, 2
+from neat_exporter.simulate.state import IN, OUT, Entries, RoundState
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,10 @@ class Fleet:
         self.history_length = np.zeros(n, dtype=np.int64)
         self.inflight: list[tuple[float, int, int]] = []
         self.accounting = Accounting()
-        self._entries: tuple[np.ndarray, ...] | None = None
+        self.horizon = math.ceil(
+            float(self.vm_ram.max()) / spec.migration_bandwidth / spec.interval
+        )
+        self._entries: Entries | None = None
         self.utilization_mips = np.zeros(spec.hosts)
         self.previous_utilization = np.zeros(spec.hosts)
         self.last_process_time = 0.0
@@ -173,20 +174,10 @@ class Fleet:
     def power_of(self, hosts: np.ndarray, utilization: np.ndarray) -> np.ndarray:
         return specpower(self.power_kind[hosts], utilization, self.power_tables)
 
-    def _entry_arrays(self) -> tuple[np.ndarray, ...]:
-        """(vm, host, position in the host's VM list, kind) for every VM on every host."""
+    def entries(self) -> Entries:
+        """Every host's VM list as arrays, built again only after the lists changed."""
         if self._entries is None:
-            lengths = np.fromiter(map(len, self.vms), dtype=np.int64, count=len(self.vms))
-            count = int(lengths.sum())
-            vms = np.fromiter(itertools.chain.from_iterable(self.vms), dtype=np.int64, count=count)
-            hosts = np.repeat(np.arange(len(self.vms)), lengths)
-            starts = np.cumsum(lengths) - lengths
-            positions = np.arange(count) - np.repeat(starts, lengths)
-            kinds = np.where(self.in_migration[vms], OUT, NORMAL)
-            for host, incoming in enumerate(self.migrating_in):
-                for vm in incoming:
-                    kinds[starts[host] + self.vms[host].index(vm)] = IN
-            self._entries = (vms, hosts, positions, kinds)
+            self._entries = Entries.of(self.vms, self.migrating_in, self.in_migration)
         return self._entries
 
     def _changed(self) -> None:
@@ -194,7 +185,8 @@ class Fleet:
 
     def compute_states(self, utilization: np.ndarray) -> None:
         """CPU allocation of every host for the current VM lists (``updateVmsProcessing``)."""
-        vms, hosts, positions, kinds = self._entry_arrays()
+        entries = self.entries()
+        vms, hosts, kinds = entries.vms, entries.hosts, entries.kinds
         self.requested = utilization * self.vm_mips
         requested = self.requested[vms]
         capped = np.minimum(requested, self.host_pe[hosts])
@@ -216,8 +208,8 @@ class Fleet:
         # The host counts a VM migrating out at its full allocation (CloudSim divides by 0.9).
         contribution = np.where(kinds == OUT, allocated / 0.9, allocated)
         # Sum in VM-list order, as Java does: SLATAH compares these two sums exactly.
-        self.utilization_mips = self._ordered_sum(hosts, positions, contribution)
-        self.host_requested = self._ordered_sum(hosts, positions, requested)
+        self.utilization_mips = entries.ordered_sum(contribution)
+        self.host_requested = entries.ordered_sum(requested)
         # A consolidation round starts from these rather than recomputing them.
         self._entry_allocated = allocated
         self._host_demand = total_demand
@@ -227,14 +219,29 @@ class Fleet:
         self._recorded = np.zeros(len(self.home), dtype=bool)
         self._recorded[vms[recorded]] = True
 
-    def _ordered_sum(self, hosts: np.ndarray, positions: np.ndarray, values: np.ndarray):
-        width = int(positions.max()) + 1 if positions.size else 0
-        table = np.zeros((self.spec.hosts, max(width, 1)))
-        table[hosts, positions] = values
-        total = np.zeros(self.spec.hosts)
-        for column in range(width):
-            total = total + table[:, column]
-        return total
+    def round_state(self) -> RoundState:
+        """What a consolidation round reads, after :meth:`compute_states`."""
+        return RoundState(
+            vm_lists=self.vms,
+            migrating_in=self.migrating_in,
+            host_pe=self.host_pe,
+            host_total=self.host_total,
+            host_ram=self.host_ram if self.ram_limited else None,
+            power_kind=self.power_kind,
+            power_tables=self.power_tables,
+            entries=self.entries(),
+            entry_allocated=self._entry_allocated,
+            host_demand=self._host_demand,
+            host_requested=self.host_requested,
+            utilization=self.utilization,
+            vm_mips=self.vm_mips,
+            vm_ram=self.vm_ram,
+            requested=self.requested,
+            history=self.history,
+            history_length=self.history_length,
+            in_migration=self.in_migration,
+            horizon=self.horizon,
+        )
 
     @property
     def utilization(self) -> np.ndarray:
@@ -346,7 +353,7 @@ class Fleet:
             return
         if self._entries is None:
             self.compute_states(utilization)
-        migrations = Planner(self).optimize()
+        migrations = Planner(self.round_state(), self.policy).optimize()
         for vm, target in migrations:
             self.start_migration(time, vm, target)
         self.refresh(time, utilization)

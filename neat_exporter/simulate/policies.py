@@ -14,13 +14,17 @@ from __future__ import annotations
 import functools
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from neat_exporter.errors import ParameterError
+
+if TYPE_CHECKING:
+    from neat_exporter.algorithms.base import Detector
 
 FALLBACK_THRESHOLD = 0.7
 """CloudSim's examples fall back to THR 0.7 while a statistical detector lacks history."""
@@ -28,27 +32,51 @@ MAD_IQR_MIN_HISTORY = 12
 LR_WINDOW = 10
 
 
-class Detector(Protocol):
-    name: str
+class FleetDetector(ABC):
+    """An overload detector of the simulator: it decides for many hosts in one call.
 
+    It is not :class:`neat_exporter.algorithms.base.Detector`, the exporter's and Neat's
+    interface: one host, its utilization oldest first, a state from call to call. A round asks
+    about every host at each tick, then about batches of candidate targets during placement,
+    from histories summed over each host's VMs; CloudSim's detectors below answer for all rows
+    in a few numpy operations. :class:`NeatDetector` runs one of Neat's detectors as a
+    ``FleetDetector``, host by host.
+
+    ``window`` and ``hosts_per_call`` tune placement's what-if checks for the detector; the
+    defaults suit CloudSim's detectors.
+    """
+
+    name: str
+    window: int | None = None
+    """The history columns :meth:`overloaded` reads, newest first; None: all of them."""
+    hosts_per_call: int = 32
+    """How many candidate targets placement asks about in its first what-if call (twice as many
+    in each later call, until one is not overloaded): few when the detector decides host by
+    host, more when a call costs the same for many hosts."""
+
+    @abstractmethod
     def overloaded(
         self, requested: np.ndarray, history: np.ndarray, length: np.ndarray, horizon: int
     ) -> np.ndarray:
-        """Which hosts are overloaded.
+        """Which hosts are overloaded (a what-if check: it keeps no state).
 
-        A detector may set ``window``: the history columns it reads (all when unset), and
-        ``hosts_per_call``: how many hosts placement asks about in its first call (more in
-        later calls; see :data:`neat_exporter.simulate.placement.HOSTS_PER_CALL`).
-
-        ``requested``: (k,) requested MIPS / host MIPS now; ``history``: (k, 30) utilization
-        history, newest first, zero-padded; ``length``: (k,) valid history values per row;
-        ``horizon``: migration time in scheduling intervals, rounded up (LR's look-ahead).
+        ``requested``: (k,) requested MIPS / host MIPS now; ``history``: (k, window)
+        utilization history, newest first, zero-padded; ``length``: (k,) valid history values
+        per row; ``horizon``: migration time in scheduling intervals, rounded up (LR's
+        look-ahead).
         """
-        ...
+
+    def decide_tick(
+        self, requested: np.ndarray, history: np.ndarray, length: np.ndarray, horizon: int
+    ) -> np.ndarray:
+        """The tick's decision for every host, row i being host i: the decision a detector
+        with state between ticks keeps its state from. As :meth:`overloaded` unless
+        overridden."""
+        return self.overloaded(requested, history, length, horizon)
 
 
 @dataclass(frozen=True)
-class StaticThreshold:
+class StaticThreshold(FleetDetector):
     threshold: float
     name: str = "thr"
 
@@ -91,7 +119,7 @@ def iqr(rows: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SpreadThreshold:
+class SpreadThreshold(FleetDetector):
     """MAD or IQR: overloaded when requested utilization > 1 − s × spread(history)."""
 
     statistic: str
@@ -144,7 +172,7 @@ def least_squares_prediction(window: np.ndarray, at: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LocalRegression:
+class LocalRegression(FleetDetector):
     """LR and LRR of CloudSim 3.0.3: overloaded when s × (line through the last 10 values,
     extended by the migration time) ≥ 1. Both fit plain least squares in 3.0.3."""
 
@@ -182,14 +210,14 @@ def least_squares_weights(points: int, at: float) -> np.ndarray:
 
 
 @dataclass
-class NeatDetector:
+class NeatDetector(FleetDetector):
     """An overload detector of :mod:`neat_exporter.algorithms` deciding for every host.
 
     Each host keeps the detector's state between ticks; what-if checks during placement use
-    the host's current state without keeping the result.
+    no state and keep none.
     """
 
-    detector: Any
+    detector: Detector
     name: str
     states: dict[int, Any] = field(default_factory=dict)
     hosts_per_call: ClassVar[int] = 1  # it decides host by host anyway
@@ -201,19 +229,22 @@ class NeatDetector:
             result[row] = bool(self.detector(series, None)[0]) if series else False
         return result
 
-    def decide(self, host: int, history: np.ndarray) -> bool:
-        series = history[::-1].tolist()
-        if not series:
-            return False
-        decision, self.states[host] = self.detector(series, self.states.get(host))
-        return bool(decision)
+    def decide_tick(self, requested, history, length, horizon):
+        result = np.zeros(len(requested), dtype=bool)
+        for host in range(len(requested)):
+            series = history[host, : length[host]][::-1].tolist()
+            if series:
+                decision, self.states[host] = self.detector(series, self.states.get(host))
+                result[host] = bool(decision)
+        return result
 
 
 # --- VM selection ---------------------------------------------------------------------------
 
 
 class SelectionContext(Protocol):
-    """What a VM selection policy may look at (the simulator's state during a tick)."""
+    """What a VM selection policy may look at: the fleet as a round starts
+    (:class:`neat_exporter.simulate.state.RoundState`)."""
 
     vm_ram: np.ndarray
     vm_mips: np.ndarray
@@ -385,8 +416,8 @@ class Policy:
     """
 
     name: str
-    detector: Any = None
-    selection: Any = None
+    detector: FleetDetector | None = None
+    selection: Selection | None = None
     baseline: str | None = None
     underload: float | None = None
     placement: float | None = None
@@ -397,7 +428,7 @@ class Policy:
         return self.baseline is None
 
 
-def build_detector(kind: str, param: float) -> Any:
+def build_detector(kind: str, param: float) -> FleetDetector:
     if kind == "thr":
         return StaticThreshold(param)
     if kind in ("mad", "iqr"):
@@ -405,7 +436,7 @@ def build_detector(kind: str, param: float) -> Any:
     return LocalRegression(param, name=kind)
 
 
-def build_selection(kind: str, seed: int = 0) -> Any:
+def build_selection(kind: str, seed: int = 0) -> Selection:
     return {
         "mmt": MinimumMigrationTime,
         "mu": MinimumUtilization,
@@ -537,7 +568,7 @@ def _neat_policy(text: str, selection: str | None, migration_time: float, seed: 
         "overload", spec.name, dict(spec.params), time_step=300, migration_time=migration_time
     )
     label = f"neat:{spec.text}"
-    chosen: Any = MinimumMigrationTime()
+    chosen: Selection = MinimumMigrationTime()
     if selection:
         if selection in SELECTIONS:
             chosen = build_selection(selection, seed)

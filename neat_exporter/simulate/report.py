@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neat_exporter.simulate.metrics import DayResult
+from neat_exporter.simulate.accounting import DayResult
 
 METRICS = ("energy_kwh", "slatah", "pdm", "slav", "esv", "migrations")
 

@@ -15,9 +15,9 @@ from typing import TextIO
 import numpy as np
 
 from neat_exporter.errors import InputError
+from neat_exporter.simulate.accounting import DayResult
 from neat_exporter.simulate.fleet import FleetSpec, simulate_day
 from neat_exporter.simulate.inventory import Inventory
-from neat_exporter.simulate.metrics import DayResult
 from neat_exporter.simulate.policies import Policy
 from neat_exporter.traces import list_days, read_planetlab
 

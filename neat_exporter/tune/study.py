@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from neat_exporter.errors import InputError
+from neat_exporter.simulate.accounting import DayResult
 from neat_exporter.simulate.fleet import FleetSpec
-from neat_exporter.simulate.metrics import DayResult
 from neat_exporter.simulate.policies import parse_policy
 from neat_exporter.simulate.report import METRICS
 from neat_exporter.simulate.runs import run_day

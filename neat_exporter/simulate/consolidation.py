@@ -13,73 +13,64 @@ use the last measured utilization instead, which consolidates much harder).
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from neat_exporter.simulate.policies import Policy
 from neat_exporter.simulate.power import specpower
-
-if TYPE_CHECKING:
-    from neat_exporter.simulate.fleet import Fleet
-
-IN = 2
-HOSTS_PER_CALL = 32
-"""PABFD's first batch of hosts for a detector's what-if check, unless it sets its own."""
+from neat_exporter.simulate.state import IN, RoundState
 
 
 class Planner:
-    """The tentative state of one round; also the context VM selection policies read."""
+    """The tentative state of one round, started from the fleet's :class:`RoundState`."""
 
-    def __init__(self, fleet: Fleet):
-        self.fleet = fleet
-        self.detector = fleet.policy.detector
-        self.underload_limit = fleet.policy.underload
-        self.placement_limit = fleet.policy.placement
-        self.selection = fleet.policy.selection
-        self.vm_ram = fleet.vm_ram
-        self.vm_mips = fleet.vm_mips
-        self.requested = fleet.requested
-        self.history = fleet.history
-        self.history_length = fleet.history_length
-        self.in_migration = fleet.in_migration
-        spec = fleet.spec
-        self.horizon = math.ceil(
-            float(fleet.vm_ram.max()) / spec.migration_bandwidth / spec.interval
-        )
-        self.window = getattr(self.detector, "window", spec.history_length)
-        self.hosts_per_call = getattr(self.detector, "hosts_per_call", HOSTS_PER_CALL)
-        self.total = fleet.host_total
-        self.pe = fleet.host_pe
-        self.kinds = fleet.power_kind
-        self.vms = [list(members) for members in fleet.vms]
-        self.utilization = fleet.utilization
-        self.power_now = fleet.power(self.utilization)
-        nonzero = self.history > 0
-        last = self.history.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    def __init__(self, state: RoundState, policy: Policy):
+        self.state = state
+        self.detector = policy.detector
+        self.underload_limit = policy.underload
+        self.placement_limit = policy.placement
+        self.selection = policy.selection
+        self.vm_ram = state.vm_ram
+        self.requested = state.requested
+        self.in_migration = state.in_migration
+        self.migrating_in = state.migrating_in
+        self.horizon = state.horizon
+        self.window = self.detector.window
+        self.hosts_per_call = self.detector.hosts_per_call
+        self.total = state.host_total
+        self.pe = state.host_pe
+        self.kinds = state.power_kind
+        self.power_tables = state.power_tables
+        self.vms = [list(members) for members in state.vm_lists]
+        self.utilization = state.utilization
+        self.power_now = specpower(self.kinds, self.utilization, self.power_tables)
+        history = state.history
+        nonzero = history > 0
+        last = history.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
         self.vm_trimmed = np.where(nonzero.any(axis=1), last, 0)
-        self.vm_terms = self.history * self.vm_mips[:, None]
+        self.vm_terms = history * state.vm_mips[:, None]
 
-        vms, hosts, positions, kinds = fleet._entry_arrays()
-        self.available = np.maximum(self.total - fleet._host_demand, 0.0)
-        self.requested_sum = fleet.host_requested.copy()
-        self.host_history = np.zeros((spec.hosts, spec.history_length))
+        entries = state.entries
+        vms, hosts = entries.vms, entries.hosts
+        host_count = entries.host_count
+        self.available = np.maximum(self.total - state.host_demand, 0.0)
+        self.requested_sum = state.host_requested.copy()
+        self.host_history = np.zeros((host_count, history.shape[1]))
         np.add.at(self.host_history, hosts, self.vm_terms[vms] / self.total[hosts, None])
-        self.host_trimmed = np.zeros(spec.hosts, dtype=np.int64)
+        self.host_trimmed = np.zeros(host_count, dtype=np.int64)
         for host in np.unique(hosts):
             self._trim(host)
         # MIPS allocated on each host as the round goes; a VM migrating in counts 10 times its
         # allocation (its full demand), a VM migrating out 0.9 times its demand.
-        allocated = fleet._entry_allocated
-        potential = np.where(kinds == IN, allocated + allocated * 0.9 / 0.1, allocated)
-        self.allocated = fleet._ordered_sum(hosts, positions, potential)
+        allocated = state.entry_allocated
+        potential = np.where(entries.kinds == IN, allocated + allocated * 0.9 / 0.1, allocated)
+        self.allocated = entries.ordered_sum(potential)
         # An operator's fleet also runs out of RAM (a VM migrating holds it on both hosts).
         # CloudSim's PlanetLab set-up is reproduced without this check, as the figures of
         # docs/reproduction.md were measured.
         self.free_ram = None
-        if fleet.ram_limited:
-            used = np.bincount(hosts, weights=fleet.vm_ram[vms], minlength=spec.hosts)
-            self.free_ram = fleet.host_ram - used
+        if state.host_ram is not None:
+            used = np.bincount(hosts, weights=self.vm_ram[vms], minlength=host_count)
+            self.free_ram = state.host_ram - used
 
     @property
     def fits(self) -> np.ndarray:
@@ -94,7 +85,7 @@ class Planner:
 
     def _recompute(self, host: int) -> None:
         members = self.vms[host]
-        incoming = self.fleet.migrating_in[host]
+        incoming = self.migrating_in[host]
         requested = 0.0
         demands = []
         for vm in members:
@@ -151,13 +142,12 @@ class Planner:
         )
 
     def overloaded_hosts(self) -> np.ndarray:
-        hosts = np.arange(len(self.total))
-        decide = getattr(self.detector, "decide", None)
-        if decide is None:
-            return self.overloaded(hosts)
-        return np.array(
-            [decide(host, self.host_history[host, : self.host_trimmed[host]]) for host in hosts],
-            dtype=bool,
+        """The tick's decision for every host (the one a detector may keep state from)."""
+        return self.detector.decide_tick(
+            self.requested_sum / self.total,
+            self.host_history[:, : self.window],
+            self.host_trimmed,
+            self.horizon,
         )
 
     def find_host(self, vm: int, excluded: np.ndarray) -> int | None:
@@ -177,8 +167,7 @@ class Planner:
         after = (allocated + requested) / self.total[candidates]
         # CloudSim's own arithmetic: many hosts tie up to rounding, and the rounding decides.
         increase = (
-            specpower(self.kinds[candidates], after, self.fleet.power_tables)
-            - self.power_now[candidates]
+            specpower(self.kinds[candidates], after, self.power_tables) - self.power_now[candidates]
         )
         # CloudSim asks the detector about every busy candidate, then takes the minimum. Asking
         # cheapest first, in batches that double, gives the same host (a stable sort keeps ties
@@ -219,7 +208,7 @@ class Planner:
         to_migrate: list[int] = []
         for host in np.flatnonzero(overloaded):
             while True:
-                vm = self.selection.select(self.vms[host], self)
+                vm = self.selection.select(self.vms[host], self.state)
                 if vm is None:
                     break
                 to_migrate.append(vm)
@@ -279,7 +268,7 @@ class Planner:
 
     def _all_migrating_out_or_any_in(self, host: int) -> bool:
         """CloudSim's ``areAllVmsMigratingOutOrAnyVmMigratingIn``, with its early return."""
-        incoming = self.fleet.migrating_in[host]
+        incoming = self.migrating_in[host]
         for vm in self.vms[host]:
             if not self.in_migration[vm]:
                 return False
