@@ -438,3 +438,9 @@ def test_check_config_shows_the_hosts_sections_with_their_secrets_redacted(tmp_p
 def test_the_declared_shutdown_modes_are_those_both_bmc_backends_know():
     modes = set(get_args(Shutdown))
     assert modes == set(SHUTDOWN_COMMANDS) == set(SHUTDOWN_RESET_TYPES) == {"graceful", "force"}
+
+
+def test_a_host_name_that_cannot_be_printed_is_refused_escaped():
+    with pytest.raises(ConfigError) as error:
+        configured_power("command", {"c\x1b[2J": {"command": {"sleep": ["a"], "wake": ["b"]}}}, {})
+    assert error.value.key == "hosts.'c\\x1b[2J'" and "\x1b" not in str(error.value)

@@ -240,6 +240,8 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     for part in loc:
         if part == "[key]":  # a mapping's key is wrong, not its value: name the key
             continue
+        if isinstance(part, str) and not part.isprintable():  # a hostile key, shown escaped
+            part = repr(part)
         key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
     return key or "config"
 
