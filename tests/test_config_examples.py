@@ -10,7 +10,9 @@ import yaml
 
 from neat_exporter.config import Config, effective_config, load_config
 from neat_exporter.config.declare import declared_keys
+from neat_exporter.errors import ConfigError
 from neat_exporter.globalmanager.config import GlobalManagerFile, effective_settings, load_settings
+from neat_exporter.globalmanager.power import build_power_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {"NEAT_GLOBAL_MANAGER_USERNAME": "admin", "NEAT_GLOBAL_MANAGER_PASSWORD": "pw"}
@@ -53,3 +55,22 @@ def test_the_policy_example_is_made_of_declared_keys():
     declared = {key.dotted for key in declared_keys(Config)}
     assert example_keys(yaml.safe_load(path.read_text()), declared) <= declared
     assert load_config(path).algorithms.overload.name == "threshold"
+
+
+def test_the_commented_hosts_example_is_valid():
+    """global-manager.example.yml's commented ``hosts:`` example, uncommented, is accepted: each
+    host with its own backend (compute-1's password file exists only on a real controller)."""
+    text = (ROOT / "global-manager.example.yml").read_text().split("\nhosts: {}\n", 1)[1]
+    lines = [line[1:] for line in text.splitlines() if line.startswith("#  ")]
+    hosts = yaml.safe_load("\n".join(lines))
+    assert sorted(hosts) == ["compute-1", "compute-2", "compute-3"]
+    environ = {**SECRETS, "BMC_2_PASSWORD": "pw"}
+    for name, entry in hosts.items():
+        (backend,) = entry
+        overrides = {"power.backend": backend, "hosts": {name: entry}}
+        if backend == "redfish":
+            with pytest.raises(ConfigError, match=r"^hosts\.compute-1\.redfish\.password_file: "):
+                load_settings(None, overrides, environ)
+        else:
+            settings = load_settings(None, overrides, environ)
+            assert build_power_backend(backend, settings["hosts"]).targets[name]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from bmc import RedfishEmulator, VirtualBMC, free_udp_port
@@ -19,11 +20,17 @@ from pki import PKI
 from services import find_program, free_port
 
 from neat_exporter.errors import ConfigError
+from neat_exporter.globalmanager.config import effective_settings, load_settings
 from neat_exporter.globalmanager.power import PowerError, PowerState, build_power_backend
 from neat_exporter.globalmanager.power.base import PowerTiming
 from neat_exporter.globalmanager.power.command import CommandPower, CommandTarget
-from neat_exporter.globalmanager.power.ipmi import IpmiPower, IpmiTarget
-from neat_exporter.globalmanager.power.redfish import RedfishPower, RedfishTarget
+from neat_exporter.globalmanager.power.config import Shutdown
+from neat_exporter.globalmanager.power.ipmi import SHUTDOWN_COMMANDS, IpmiPower, IpmiTarget
+from neat_exporter.globalmanager.power.redfish import (
+    SHUTDOWN_RESET_TYPES,
+    RedfishPower,
+    RedfishTarget,
+)
 
 USER, PASSWORD = "admin", "bmc-s3cret-Pa55"
 WRONG_PASSWORD = "not-the-password-42"
@@ -263,6 +270,16 @@ def test_command_failures_and_timeouts_are_power_errors(tmp_path):
 # --- configuration ---------------------------------------------------------------------------
 
 
+GM_LOGIN = {"NEAT_GLOBAL_MANAGER_USERNAME": "gm", "NEAT_GLOBAL_MANAGER_PASSWORD": "gm-pw"}
+
+
+def configured_power(backend: str, hosts: dict, environ: dict[str, str]):
+    """The backend as the global manager builds it: from its checked configuration."""
+    overrides = {"power.backend": backend, "hosts": hosts}
+    settings = load_settings(None, overrides, {**GM_LOGIN, **environ})
+    return build_power_backend(settings["power.backend"], settings["hosts"])
+
+
 def test_configuration_builds_each_backend_with_secrets_from_files_and_environment(tmp_path):
     secret = tmp_path / "bmc.password"
     secret.write_text(PASSWORD + "\n")
@@ -275,12 +292,12 @@ def test_configuration_builds_each_backend_with_secrets_from_files_and_environme
                         "wake": ["wakeonlan", "aa:bb:cc:dd:ee:ff"]},
         }
     }  # fmt: skip
-    red = build_power_backend("redfish", hosts, environ={})
+    red = configured_power("redfish", hosts, environ={})
     target = red.targets["c1"]
     assert (target.password, target.shutdown, target.timing.timeout) == (PASSWORD, "force", 60)
     assert PASSWORD not in repr(target)
-    assert build_power_backend("ipmi", hosts, {"BMC_PW": "pw"}).targets["c1"].password == "pw"
-    assert build_power_backend("command", hosts).targets["c1"].state is None
+    assert configured_power("ipmi", hosts, {"BMC_PW": "pw"}).targets["c1"].password == "pw"
+    assert configured_power("command", hosts, {}).targets["c1"].state is None
 
 
 @pytest.mark.parametrize(
@@ -294,8 +311,8 @@ def test_configuration_builds_each_backend_with_secrets_from_files_and_environme
         ({"url": f"https://admin:{PASSWORD}@b", "system_id": "1"}, "hosts.c1.redfish.url",
          "credentials do not belong in the URL"),
         ({"url": "https://b", "system_id": "../x"}, "hosts.c1.redfish.system_id", "not a Redfish"),
-        ({"url": "https://b", "system_id": "1", "user": "x"}, "hosts.c1.redfish",
-         "unknown keys: user"),
+        ({"url": "https://b", "system_id": "1", "user": "x"}, "hosts.c1.redfish.user",
+         "unknown key"),
         ({"url": "https://b", "system_id": "1", "username": USER, "password_file": "/nonexistent",
           "shutdown": "force"}, "hosts.c1.redfish.password_file", "cannot read"),
         ({"url": "https://b", "system_id": "1", "username": USER, "password_env": "PW",
@@ -304,7 +321,7 @@ def test_configuration_builds_each_backend_with_secrets_from_files_and_environme
 )  # fmt: skip
 def test_configuration_errors_name_the_key_and_never_the_secret(section, key, reason):
     with pytest.raises(ConfigError) as error:
-        build_power_backend("redfish", {"c1": {"redfish": section}}, environ={"PW": PASSWORD})
+        configured_power("redfish", {"c1": {"redfish": section}}, environ={"PW": PASSWORD})
     assert error.value.key == key and reason in error.value.reason, str(error.value)
     assert PASSWORD not in str(error.value)
 
@@ -325,5 +342,105 @@ def test_configuration_errors_name_the_key_and_never_the_secret(section, key, re
 )  # fmt: skip
 def test_configuration_refuses_what_could_run_the_wrong_thing(backend, hosts, key):
     with pytest.raises(ConfigError) as error:
-        build_power_backend(backend, hosts, environ={"PW": PASSWORD})
+        configured_power(backend, hosts, environ={"PW": PASSWORD})
     assert error.value.key == key, str(error.value)
+
+
+REDFISH = {"url": "https://b", "system_id": "1"}
+IPMI = {"address": "10.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("backend", "section", "key", "reason"),
+    [
+        ("redfish", {**REDFISH, "password_env": "PW"}, "hosts.c1.redfish.username",
+         "give exactly one of username, username_file, username_env"),
+        ("redfish", {**REDFISH, "username": USER, "username_env": "PW", "password_env": "PW"},
+         "hosts.c1.redfish.username", "exactly one"),
+        ("ipmi", {**IPMI, "username": USER}, "hosts.c1.ipmi.password",
+         "give exactly one of password_file, password_env"),
+        ("ipmi", {**IPMI, "username": USER, "password_env": "PW", "password_file": "/x"},
+         "hosts.c1.ipmi.password", "exactly one"),
+        ("ipmi", {**IPMI, "username": USER, "password_env": "EMPTY"}, "hosts.c1.ipmi.password_env",
+         "the password is empty"),
+        ("ipmi", {**IPMI, "username": "", "password_env": "PW"}, "hosts.c1.ipmi.username",
+         "the username is empty"),
+        ("ipmi", {**IPMI, "username": USER, "password_env": "PW", "port": 70000},
+         "hosts.c1.ipmi.port", "at most 65535"),
+        ("ipmi", {**IPMI, "username": USER, "password_env": "PW", "shutdown": "reboot"},
+         "hosts.c1.ipmi.shutdown", "must be one of graceful, force"),
+        ("redfish", {**REDFISH, "username": USER, "password_env": "PW", "verify": 1},
+         "hosts.c1.redfish.verify", "a CA bundle file"),
+        ("redfish", {**REDFISH, "system_id": "a\nb", "username": USER, "password_env": "PW"},
+         "hosts.c1.redfish.system_id", "not a Redfish system id"),
+        ("ipmi", {"address": "10.0.0.1 -oX", "username": USER, "password_env": "PW"},
+         "hosts.c1.ipmi.address", "not an address"),
+        ("command", {"sleep": [], "wake": ["true"]}, "hosts.c1.command.sleep", "non-empty list"),
+        ("command", {"sleep": ["true"], "wake": ["wakeonlan", "a\0b"]}, "hosts.c1.command.wake",
+         "every argument must be a string"),
+        ("command", {"sleep": ["true"], "wake": ["true"], "poll_interval": 0},
+         "hosts.c1.command.poll_interval", "greater than 0"),
+    ],
+)  # fmt: skip
+def test_each_check_of_a_section_names_its_key(backend, section, key, reason):
+    with pytest.raises(ConfigError) as error:
+        configured_power(backend, {"c1": {backend: section}}, {"PW": PASSWORD, "EMPTY": " "})
+    assert error.value.key == key and reason in error.value.reason, str(error.value)
+    assert PASSWORD not in str(error.value)
+
+
+def test_login_from_files_or_environment_and_system_id_written_as_a_number(tmp_path):
+    (tmp_path / "user").write_text(USER + "\n")
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    section = {"url": "https://b", "system_id": 7, "username_file": str(tmp_path / "user"),
+               "password_file": str(tmp_path / "password"), "verify": str(tmp_path / "ca.pem"),
+               "request_timeout": 3}  # fmt: skip
+    target = configured_power("redfish", {"c1": {"redfish": section}}, {}).targets["c1"]
+    assert (target.username, target.password, target.system_id) == (USER, PASSWORD, "7")
+    assert target.verify == str(tmp_path / "ca.pem")
+    assert target.timing == PowerTiming(timeout=300, poll_interval=2, request_timeout=3)
+    section = {"address": "bmc-1", "username_env": "BMC_USER", "password_env": "BMC_PW"}
+    environ = {"BMC_USER": USER, "BMC_PW": PASSWORD}
+    target = configured_power("ipmi", {"c1": {"ipmi": section}}, environ).targets["c1"]
+    assert (target.username, target.password, target.port) == (USER, PASSWORD, 623)
+
+
+def test_the_sections_of_other_backends_are_not_read():
+    """A host may keep its other backends' sections (their secrets unset) for a later switch;
+    the chosen backend's section is still checked whole."""
+    hosts = {"c1": {"ipmi": {"address": "-oX", "password_env": "UNSET"},
+                    "command": {"sleep": ["true"], "wake": ["true"]}}}  # fmt: skip
+    assert configured_power("command", hosts, {}).targets["c1"].sleep == ("true",)
+    hosts["c1"]["wol"] = {}
+    with pytest.raises(ConfigError, match=r"^hosts\.c1\.wol: unknown key \(known here: redfish"):
+        configured_power("command", hosts, {})
+
+
+def test_check_config_shows_the_hosts_sections_with_their_secrets_redacted(tmp_path):
+    (tmp_path / "password").write_text(PASSWORD)
+    config = tmp_path / "gm.yml"
+    config.write_text(
+        "power: {backend: redfish}\n"
+        "hosts:\n"
+        "  c1: {redfish: {url: 'https://b', system_id: '1', username: admin,\n"
+        f"                password_file: {tmp_path / 'password'}}}}}\n"
+        "  c2: {redfish: {url: 'https://b', system_id: '2', username: admin,\n"
+        "                password_env: BMC_PASSWORD}}\n"
+    )
+    settings = load_settings(config, {}, {**GM_LOGIN, "BMC_PASSWORD": PASSWORD})
+    shown = effective_settings(settings)
+    assert shown["hosts"]["c1"]["redfish"]["password"] == "<redacted>"
+    assert shown["hosts"]["c2"]["redfish"]["password_env"] == "BMC_PASSWORD"
+    assert shown["hosts"]["c2"]["redfish"]["timeout"] == PowerTiming().timeout
+    assert PASSWORD not in str(shown) + repr(settings)
+
+
+def test_the_declared_shutdown_modes_are_those_both_bmc_backends_know():
+    modes = set(get_args(Shutdown))
+    assert modes == set(SHUTDOWN_COMMANDS) == set(SHUTDOWN_RESET_TYPES) == {"graceful", "force"}
+
+
+def test_a_host_name_that_cannot_be_printed_is_refused_escaped():
+    with pytest.raises(ConfigError) as error:
+        configured_power("command", {"c\x1b[2J": {"command": {"sleep": ["a"], "wake": ["b"]}}}, {})
+    assert error.value.key == "hosts.'c\\x1b[2J'" and "\x1b" not in str(error.value)

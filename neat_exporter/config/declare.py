@@ -69,11 +69,20 @@ class Flag:
 @dataclasses.dataclass(frozen=True)
 class SecretFrom:
     """Marks a secret field (``Annotated[SecretStr | None, SecretFrom(...)]``; SecretStr is never
-    shown by repr or str). A secret is never a key of the file: it is read from the file its
-    sibling key names, or from an environment variable, which wins."""
+    shown by repr or str). It is read from the file its sibling key ``file_key`` names, or from
+    an environment variable: either the fixed ``env``, which wins over the file, or the one its
+    sibling key ``env_key`` names; then exactly one of the keys must be given (the field's own
+    key too, written in the file, where ``inline`` allows it: a login name, not a password)."""
 
     file_key: str
-    env: str
+    env: str | None = None
+    env_key: str | None = None
+    inline: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The sibling keys that may name where the secret is."""
+        return tuple(key for key in (self.file_key, self.env_key) if key)
 
 
 # --- value types ---------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ def declared_keys(section: type[BaseModel], prefix: str = "") -> Iterator[Key]:
     """Every key a file may set, depth first in declaration order (secrets are not keys)."""
     for name, field in section.model_fields.items():
         key = Key(f"{prefix}{name}", section, name)
-        if key.metadata(SecretFrom):
+        if not _is_key(field):
             continue
         nested = section_type(field.annotation)
         if nested is None:
@@ -178,6 +187,14 @@ def section_type(annotation: Any) -> type[Section] | None:
     """The :class:`Section` a field holds (``X`` or ``X | None``), or None for a value."""
     kind = strip(annotation)
     return kind if isinstance(kind, type) and issubclass(kind, Section) else None
+
+
+def mapped_section_type(annotation: Any) -> type[Section] | None:
+    """The :class:`Section` of the values of a mapping field (``dict[HostName, X]``), or None."""
+    kind = strip(annotation)
+    if get_origin(kind) is not dict:
+        return None
+    return section_type(get_args(kind)[1])
 
 
 def choices(annotation: Any) -> tuple[Any, ...] | None:
@@ -209,12 +226,20 @@ def known_keys(root: type, path: tuple[str | int, ...]) -> tuple[str, ...]:
 
 def _public_fields(section: type[BaseModel]) -> Iterator[tuple[str, Any]]:
     for name, field in section.model_fields.items():
-        if not any(isinstance(item, SecretFrom) for item in field.metadata):
+        if _is_key(field):
             yield name, field
+
+
+def _is_key(field: Any) -> bool:
+    """Whether a field may be written in the file (a secret only where it may be inline)."""
+    source = next((item for item in field.metadata if isinstance(item, SecretFrom)), None)
+    return source is None or source.inline
 
 
 def _inner(kind: Any, part: str | int) -> Any:
     kind = strip(kind)
+    if get_origin(kind) is dict:  # any key: the values' type
+        return get_args(kind)[1]
     if isinstance(part, int):
         args = [arg for arg in get_args(kind) if arg is not Ellipsis]
         return args[0] if args else None

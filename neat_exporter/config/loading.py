@@ -19,10 +19,12 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from neat_exporter.config.declare import (
     Flag,
+    SecretFrom,
     Section,
     choices,
     declared_keys,
     known_keys,
+    mapped_section_type,
     secret_fields,
     section_type,
     strip,
@@ -110,10 +112,10 @@ def _adapter(kind: Any) -> TypeAdapter:
 
 
 def _read_secret(
-    file_key: str, path: str | None, env: str, environ: Mapping[str, str]
+    file_key: str, path: str | None, env: str | None, environ: Mapping[str, str]
 ) -> str | None:
     """The environment variable wins over the file; the value never appears in messages."""
-    if environ.get(env):
+    if env and environ.get(env):
         return environ[env].strip()
     if path is None:
         return None
@@ -123,36 +125,72 @@ def _read_secret(
     return value
 
 
+def _from_named_source(
+    section: Section, name: str, source: SecretFrom, prefix: str, environ: Mapping[str, str]
+) -> str:
+    """A secret from exactly one of its keys: inline (where allowed), the file named, or the
+    environment variable named. The value never appears in messages."""
+    keys = ((name,) if source.inline else ()) + source.keys
+    given = [key for key in keys if getattr(section, key) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{prefix}{name}", f"give exactly one of {', '.join(keys)}")
+    key = given[0]
+    if key == name:
+        value = getattr(section, name).get_secret_value()
+    elif key == source.file_key:
+        value = read_config_file(getattr(section, key), f"{prefix}{key}")
+    else:
+        variable = getattr(section, key)
+        if variable not in environ:
+            raise ConfigError(f"{prefix}{key}", f"the environment variable {variable} is not set")
+        value = environ[variable]
+    if not value.strip():
+        raise ConfigError(f"{prefix}{key}", f"the {name} is empty")
+    return value.strip()
+
+
 def _refuse_inline_secrets(declaration: type[BaseModel], raw: Any, prefix: str) -> None:
     if not isinstance(raw, Mapping):
         return
     for name, source in secret_fields(declaration):
-        if name in raw:
+        if name in raw and not source.inline:
+            where = [f"{prefix}{key}" for key in source.keys] + ([source.env] if source.env else [])
             raise ConfigError(
                 f"{prefix}{name}",
-                f"secrets are not written in the file: give {prefix}{source.file_key} "
-                f"or {source.env}",
+                f"secrets are not inline in the file: give {' or '.join(where)}",
             )
     for name, field in declaration.model_fields.items():
         nested = section_type(field.annotation)
         if nested is not None:
             _refuse_inline_secrets(nested, raw.get(name), f"{prefix}{name}.")
+        mapped = mapped_section_type(field.annotation)
+        if mapped is not None and isinstance(raw.get(name), Mapping):
+            for key, item in raw[name].items():
+                _refuse_inline_secrets(mapped, item, f"{prefix}{name}.{key}.")
 
 
 def _with_secrets(
     section: SectionT, prefix: str, environ: Mapping[str, str], fallback: Mapping[str, str]
 ) -> SectionT:
     updates: dict[str, Any] = {}
-    for name in type(section).model_fields:
+    for name, field in type(section).model_fields.items():
         value = getattr(section, name)
         if isinstance(value, Section):
             filled = _with_secrets(value, f"{prefix}{name}.", environ, fallback)
             if filled is not value:
                 updates[name] = filled
+        elif value and mapped_section_type(field.annotation) is not None:
+            updates[name] = {
+                key: _with_secrets(item, f"{prefix}{name}.{key}.", environ, fallback)
+                for key, item in value.items()
+            }
     for name, source in secret_fields(type(section)):
-        path = getattr(section, source.file_key)
-        found = _read_secret(f"{prefix}{source.file_key}", path, source.env, environ)
-        found = found or fallback.get(f"{prefix}{name}")
+        if source.env_key is not None:
+            found = _from_named_source(section, name, source, prefix, environ)
+        else:
+            path = getattr(section, source.file_key)
+            found = _read_secret(f"{prefix}{source.file_key}", path, source.env, environ)
+            found = found or fallback.get(f"{prefix}{name}")
         if found is not None:
             updates[name] = SecretStr(found)
     return section.model_copy(update=updates) if updates else section
@@ -200,6 +238,10 @@ def config_error(declaration: type, error: ValidationError) -> ConfigError:
 def _dotted(loc: tuple[str | int, ...]) -> str:
     key = ""
     for part in loc:
+        if part == "[key]":  # a mapping's key is wrong, not its value: name the key
+            continue
+        if isinstance(part, str) and not part.isprintable():  # a hostile key, shown escaped
+            part = repr(part)
         key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
     return key or "config"
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PlainValidator, SecretStr
+from pydantic import AfterValidator, Field, PlainValidator, SecretStr, model_validator
 
 from neat_exporter.algorithms import registry
 from neat_exporter.config import (
@@ -37,18 +37,23 @@ from neat_exporter.config.declare import (
 )
 from neat_exporter.config.files import read_config_file
 from neat_exporter.config.loading import (
-    REDACTED,
     apply_overrides,
     effective,
     parse_yaml_mapping,
     validate,
 )
 from neat_exporter.errors import ConfigError, ParameterError
+from neat_exporter.globalmanager.power.config import (
+    Backend,
+    HostPower,
+    PowerHostName,
+    chosen_sections,
+)
 
 GLOBAL_MANAGER = frozenset({"global-manager"})
 """The flags of the ``global-manager`` command."""
 Executor = Literal["dry_run", "libvirt", "nova"]
-PowerBackend = Literal["none", "redfish", "ipmi", "command"]
+PowerBackend = Literal["none", Backend]
 
 
 def _host_template(value: str) -> str:
@@ -172,8 +177,26 @@ class GlobalManagerFile(NeatCredentials):
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     power: PowerSettings = Field(default_factory=PowerSettings)
-    hosts: dict[str, Any] = Field(default_factory=dict)
-    """Per host, its power backend's section (neat_exporter.globalmanager.power.config)."""
+    hosts: dict[PowerHostName, HostPower] = Field(default_factory=dict)
+    """Per host, its power backends' sections (neat_exporter.globalmanager.power.config)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_the_chosen_power_sections(cls, raw: Any) -> Any:
+        """A host's sections of the backends not chosen are not read (nor their secrets): they
+        may stay in the file, ready for a switch of ``power.backend``."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("hosts"), dict):
+            return raw
+        power = raw.get("power")
+        backend = power.get("backend") if isinstance(power, dict) else None
+        unused = [name for name in HostPower.model_fields if name != backend]
+        kept = {
+            host: {key: value for key, value in entry.items() if key not in unused}
+            if isinstance(entry, dict)
+            else entry
+            for host, entry in raw["hosts"].items()
+        }
+        return {**raw, "hosts": kept}
 
 
 @dataclass(frozen=True)
@@ -234,26 +257,15 @@ def load_settings(
         raise ConfigError(
             "password_file", f"no admin password: set this file or {ENV_GLOBAL_MANAGER_PASSWORD}"
         )
-    if file.power.backend != "none" and not file.hosts:
-        raise ConfigError(
-            "hosts", f"power.backend is {file.power.backend}: give each host's BMC here"
-        )
+    if file.power.backend != "none":
+        if not file.hosts:
+            raise ConfigError(
+                "hosts", f"power.backend is {file.power.backend}: give each host's BMC here"
+            )
+        chosen_sections(file.power.backend, file.hosts)
     return GlobalManagerSettings(file, origin)
 
 
 def effective_settings(settings: GlobalManagerSettings) -> dict[str, Any]:
     """Every key's value for printing, secrets redacted (the hosts' BMC sections too)."""
-    out = effective(settings.file)
-    out["hosts"] = {name: _redact_secrets(entry) for name, entry in out["hosts"].items()}
-    return out
-
-
-def _redact_secrets(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: REDACTED
-            if any(word in key for word in ("password", "secret", "token")) and "file" not in key
-            else _redact_secrets(item)
-            for key, item in value.items()
-        }
-    return value
+    return effective(settings.file)

@@ -1,6 +1,6 @@
-"""The power backend from the global manager's ``hosts:`` mapping: per host, the section of the
-chosen backend. Secrets come from files or environment variables, never from the YAML itself,
-and never appear in an error.
+"""The declaration of the global manager's ``hosts:`` mapping: per host, the section of each
+power backend, and the backend built from the chosen one. Secrets come from files or
+environment variables, never from the YAML itself, and never appear in an error.
 
     hosts:
       compute-1:
@@ -16,14 +16,22 @@ Each section may also set ``timeout`` (seconds until the state is reached),
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from neat_exporter.config.declare import Port, PositiveNumber, Text
-from neat_exporter.config.files import read_config_file
-from neat_exporter.config.loading import check_value
+from pydantic import AfterValidator, BeforeValidator, PlainValidator, SecretStr
+
+from neat_exporter.config.declare import (
+    HostName,
+    HttpUrl,
+    Port,
+    PositiveNumber,
+    SecretFrom,
+    Section,
+    Text,
+    fail,
+)
 from neat_exporter.errors import ConfigError
 from neat_exporter.globalmanager.power.base import (
     PowerBackend,
@@ -32,160 +40,155 @@ from neat_exporter.globalmanager.power.base import (
     checked_host_name,
 )
 from neat_exporter.globalmanager.power.command import CommandPower, CommandTarget
-from neat_exporter.globalmanager.power.ipmi import SHUTDOWN_COMMANDS, IpmiPower, IpmiTarget
+from neat_exporter.globalmanager.power.ipmi import IpmiPower, IpmiTarget
 from neat_exporter.globalmanager.power.redfish import RedfishPower, RedfishTarget
 
-TIMING_KEYS = {"timeout", "poll_interval", "request_timeout"}
-# "password" is known so that giving it inline gets its own error, not "unknown key".
-KEYS = {
-    "redfish": {"url", "system_id", "username", "username_file", "username_env",
-                "password", "password_file", "password_env", "verify", "shutdown"},
-    "ipmi": {"address", "port", "username", "username_file", "username_env",
-             "password", "password_file", "password_env", "shutdown"},
-    "command": {"sleep", "wake", "state"},
-}  # fmt: skip
+Backend = Literal["redfish", "ipmi", "command"]
+Shutdown = Literal["graceful", "force"]
 
 
-def build_power_backend(
-    backend: str, hosts: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> PowerBackend:
-    """The ``backend`` ("redfish", "ipmi" or "command") for every host of ``hosts``; a missing
-    or wrong value raises ConfigError naming its dotted key (``hosts.NAME.redfish.url``)."""
-    environ = os.environ if environ is None else environ
-    if backend not in KEYS:
-        raise ConfigError("power.backend", f"must be one of {', '.join(KEYS)}, got {backend!r}")
-    parse = {"redfish": _redfish, "ipmi": _ipmi, "command": _command}[backend]
-    targets = {}
-    for host, entry in hosts.items():
-        key = f"hosts.{host}"
-        try:
-            checked_host_name(str(host))
-        except PowerError as error:
-            raise ConfigError(key, str(error)) from None
-        if not isinstance(entry, Mapping) or not isinstance(entry.get(backend), Mapping):
-            raise ConfigError(f"{key}.{backend}", f"power.backend is {backend}: give this section")
-        section = entry[backend]
-        unknown = set(section) - KEYS[backend] - TIMING_KEYS
-        if unknown:
-            raise ConfigError(f"{key}.{backend}", f"unknown keys: {', '.join(sorted(unknown))}")
-        targets[host] = parse(f"{key}.{backend}", section, environ)
-    if backend == "redfish":
-        return RedfishPower(targets)
-    if backend == "ipmi":
-        return IpmiPower(targets)
-    return CommandPower(targets)
+def _usable_host_name(value: str) -> str:
+    try:
+        return checked_host_name(value)
+    except PowerError as error:
+        fail(str(error))
 
 
-def _timing(key: str, section: Mapping[str, Any]) -> PowerTiming:
-    defaults = PowerTiming()
-    values = {
-        name: check_value(
-            PositiveNumber, f"{key}.{name}", section.get(name, getattr(defaults, name))
-        )
-        for name in TIMING_KEYS
-    }
-    return PowerTiming(**values)
-
-
-def _redfish(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -> RedfishTarget:
-    url = check_value(Text, f"{key}.url", section.get("url"))
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{key}.url", f"must be an http:// or https:// URL, got {url!r:.80}")
+def _without_credentials(url: str) -> str:
     if "@" in urlsplit(url).netloc:  # it would be printed in errors
-        raise ConfigError(f"{key}.url", "credentials do not belong in the URL")
-    system_id = str(_required(key, section, "system_id"))
-    if not system_id or "/" in system_id or any(not c.isprintable() for c in system_id):
-        raise ConfigError(f"{key}.system_id", f"not a Redfish system id: {system_id!r:.80}")
-    verify = section.get("verify", True)
-    if not isinstance(verify, bool):
-        verify = check_value(Text, f"{key}.verify", verify)  # a CA bundle
-    return RedfishTarget(
-        url=url,
-        system_id=system_id,
-        username=_credential(key, section, "username", environ),
-        password=_credential(key, section, "password", environ),
-        verify=verify,
-        shutdown=_shutdown(key, section),
-        timing=_timing(key, section),
-    )
+        fail("credentials do not belong in the URL")
+    return url
 
 
-def _ipmi(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -> IpmiTarget:
-    address = check_value(Text, f"{key}.address", section.get("address"))
-    if address.startswith("-") or any(c.isspace() or not c.isprintable() for c in address):
-        raise ConfigError(f"{key}.address", f"not an address: {address!r:.80}")
-    port = check_value(Port, f"{key}.port", section.get("port", 623))
-    return IpmiTarget(
-        address=address,
-        port=port,
-        username=_credential(key, section, "username", environ),
-        password=_credential(key, section, "password", environ),
-        shutdown=_shutdown(key, section),
-        timing=_timing(key, section),
-    )
+def _number_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _command(key: str, section: Mapping[str, Any], environ: Mapping[str, str]) -> CommandTarget:
-    state = section.get("state")
-    return CommandTarget(
-        sleep=_argv(f"{key}.sleep", section.get("sleep")),
-        wake=_argv(f"{key}.wake", section.get("wake")),
-        state=None if state is None else _argv(f"{key}.state", state),
-        timing=_timing(key, section),
-    )
+def _system_id(value: str) -> str:
+    if "/" in value or any(not c.isprintable() for c in value):
+        fail(f"not a Redfish system id: {value!r:.80}")
+    return value
 
 
-def _argv(key: str, value: Any) -> tuple[str, ...]:
+def _boolean_or_ca_bundle(value: Any) -> bool | str:
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return value
+    fail(f"must be true, false or a CA bundle file, got {value!r:.40}")
+
+
+def _address(value: str) -> str:
+    if value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
+        fail(f"not an address: {value!r:.80}")
+    return value
+
+
+def _argv(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
-        raise ConfigError(key, "must be a list of arguments (it runs without a shell)")
+        fail("must be a list of arguments (it runs without a shell)")
     if not isinstance(value, list | tuple) or not value:
-        raise ConfigError(key, f"must be a non-empty list of arguments, got {value!r:.80}")
+        fail(f"must be a non-empty list of arguments, got {value!r:.80}")
     if not all(isinstance(argument, str) and "\0" not in argument for argument in value):
-        raise ConfigError(key, "every argument must be a string")
+        fail("every argument must be a string")
     if "{host}" in value[0]:
-        raise ConfigError(key, "the program itself cannot come from the host name")
+        fail("the program itself cannot come from the host name")
     return tuple(value)
 
 
-def _shutdown(key: str, section: Mapping[str, Any]) -> str:
-    value = section.get("shutdown", "graceful")
-    if value not in SHUTDOWN_COMMANDS:
-        raise ConfigError(f"{key}.shutdown", f"must be graceful or force, got {value!r:.40}")
-    return value
+PowerHostName = Annotated[HostName, AfterValidator(_usable_host_name)]
+"""A host name that can go into a BMC URL or a command's argument (no leading dash...)."""
+Argv = Annotated[tuple[str, ...], BeforeValidator(_argv)]
+"""A program and its arguments, run without a shell; ``{host}`` is replaced in arguments."""
+_TIMING = PowerTiming()
 
 
-def _required(key: str, section: Mapping[str, Any], name: str) -> Any:
-    if section.get(name) in (None, ""):
-        raise ConfigError(f"{key}.{name}", "missing")
-    return section[name]
+class PowerSection(Section):
+    """What every backend's section sets: how long an action may take, how it is polled."""
+
+    timeout: PositiveNumber = _TIMING.timeout
+    poll_interval: PositiveNumber = _TIMING.poll_interval
+    request_timeout: PositiveNumber = _TIMING.request_timeout
+
+    def timing(self) -> PowerTiming:
+        return PowerTiming(self.timeout, self.poll_interval, self.request_timeout)
 
 
-def _credential(key: str, section: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str:
-    """``name`` from ``<name>_env`` (an environment variable's name) or ``<name>_file``; a
-    username may also be given inline, a password never (it would sit in the config)."""
-    sources: dict[str, Callable[[], str]] = {
-        f"{name}_env": lambda: _from_environment(key, section, name, environ),
-        f"{name}_file": lambda: read_config_file(section[f"{name}_file"], f"{key}.{name}_file"),
-    }
-    if name == "username":
-        sources[name] = lambda: check_value(Text, f"{key}.{name}", section[name])
-    elif name in section:
-        raise ConfigError(
-            f"{key}.{name}", f"give the {name} through {name}_file or {name}_env, not inline"
+class BmcSection(PowerSection):
+    """A BMC's login: the user inline or from a file or environment variable, the password
+    from a file or an environment variable only (exactly one source each)."""
+
+    username: Annotated[
+        SecretStr | None, SecretFrom("username_file", env_key="username_env", inline=True)
+    ] = None
+    username_file: Text | None = None
+    username_env: Text | None = None
+    password: Annotated[SecretStr | None, SecretFrom("password_file", env_key="password_env")] = (
+        None
+    )
+    password_file: Text | None = None
+    password_env: Text | None = None
+    shutdown: Shutdown = "graceful"
+
+    def _bmc(self) -> dict[str, Any]:
+        """What every BMC target takes from this section."""
+        assert self.username is not None and self.password is not None  # read by the loader
+        return {
+            "username": self.username.get_secret_value(),
+            "password": self.password.get_secret_value(),
+            "shutdown": self.shutdown,
+            "timing": self.timing(),
+        }
+
+
+class RedfishSection(BmcSection):
+    url: Annotated[HttpUrl, AfterValidator(_without_credentials)]
+    system_id: Annotated[Text, BeforeValidator(_number_as_text), AfterValidator(_system_id)]
+    verify: Annotated[bool | str, PlainValidator(_boolean_or_ca_bundle)] = True
+    """Check the BMC's TLS certificate (true), against a CA bundle file (a path), or not."""
+
+    def target(self) -> RedfishTarget:
+        return RedfishTarget(
+            url=self.url, system_id=self.system_id, verify=self.verify, **self._bmc()
         )
-    given = [source for source in sources if section.get(source) is not None]
-    if len(given) != 1:
-        raise ConfigError(f"{key}.{name}", f"give exactly one of {', '.join(sources)}")
-    value = sources[given[0]]().strip()
-    if not value:
-        raise ConfigError(f"{key}.{given[0]}", f"the {name} is empty")
-    return value
 
 
-def _from_environment(
-    key: str, section: Mapping[str, Any], name: str, environ: Mapping[str, str]
-) -> str:
-    variable = check_value(Text, f"{key}.{name}_env", section[f"{name}_env"])
-    if variable not in environ:
-        raise ConfigError(f"{key}.{name}_env", f"the environment variable {variable} is not set")
-    return environ[variable]
+class IpmiSection(BmcSection):
+    address: Annotated[Text, AfterValidator(_address)]
+    port: Port = 623
+
+    def target(self) -> IpmiTarget:
+        return IpmiTarget(address=self.address, port=self.port, **self._bmc())
+
+
+class CommandSection(PowerSection):
+    sleep: Argv
+    wake: Argv
+    state: Argv | None = None
+
+    def target(self) -> CommandTarget:
+        return CommandTarget(self.sleep, self.wake, self.state, self.timing())
+
+
+class HostPower(Section):
+    """One host's sections, one per backend; only the chosen backend's is read."""
+
+    redfish: RedfishSection | None = None
+    ipmi: IpmiSection | None = None
+    command: CommandSection | None = None
+
+
+def chosen_sections(backend: Backend, hosts: Mapping[str, HostPower]) -> dict[str, Any]:
+    """Per host, its section of ``backend``; ConfigError naming the first host without one."""
+    sections = {host: getattr(entry, backend) for host, entry in hosts.items()}
+    for host, section in sections.items():
+        if section is None:
+            raise ConfigError(
+                f"hosts.{host}.{backend}", f"power.backend is {backend}: give this section"
+            )
+    return sections
+
+
+def build_power_backend(backend: Backend, hosts: Mapping[str, HostPower]) -> PowerBackend:
+    """The ``backend`` for every host of ``hosts`` (checked settings, secrets read)."""
+    sections = chosen_sections(backend, hosts)
+    power = {"redfish": RedfishPower, "ipmi": IpmiPower, "command": CommandPower}[backend]
+    return power({host: section.target() for host, section in sections.items()})
