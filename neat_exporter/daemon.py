@@ -29,7 +29,7 @@ from neat_exporter.errors import ConfigError, InputError
 from neat_exporter.exposition import Exposition
 from neat_exporter.files import check_private
 from neat_exporter.history import History
-from neat_exporter.metrics import LoopMetrics, snapshot_families
+from neat_exporter.metrics import LoopMetrics, live_registry, snapshot_families
 from neat_exporter.pipeline import HostPipeline
 from neat_exporter.snapshot import Snapshot, build_snapshot
 from neat_exporter.sources import Source, SourceError, open_source
@@ -286,7 +286,7 @@ def serve(config: Config, *, announce: Callable[[str], None] | None = None) -> i
     from neat_exporter.web import format_address, serve_wsgi
 
     source = open_source(config)
-    registry = CollectorRegistry()
+    registry = live_registry()
     daemon = Daemon(config, source, registry=registry, requester=make_requester(config, registry))
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

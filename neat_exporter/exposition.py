@@ -200,7 +200,7 @@ class _Answer:
     """A scrape's body and what it was made of, for the next scrape in its format."""
 
     kept: _Encoding
-    rest: list[Metric]
+    live: bytes
     body: bytes
 
 
@@ -209,17 +209,20 @@ class MetricsApp:
     followed by everything in ``registry``, the live metrics, encoded at each scrape. The two
     hold different families: ``exposition`` is not registered in ``registry``.
 
-    The live part (the loop's and the global manager client's ~100 samples) is collected at
-    every scrape, so it is always current, but its samples change with cycles and migration
-    requests, not with scrapes: the latest body in each format is kept with the samples it
-    showed, and a scrape whose collected samples equal those (and whose snapshot is the same)
-    answers it again. That saves the encoder's per-sample Python work (most of a scrape's cost)
-    and a copy of the body, which is what lets back-to-back scrapers be served in time."""
+    The live part (the loop's and the global manager client's ~100 samples, the process's) is
+    collected at every scrape, so it is always current, but most of its families change with
+    cycles and migration requests, not with scrapes: each family's encoding is kept with the
+    samples it showed and made again only when they differ, and a scrape whose live part and
+    snapshot are those of the previous one in its format is answered with the previous body.
+    That saves the encoder's per-sample Python work (most of a scrape's cost) and a copy of the
+    body, which is what lets back-to-back scrapers be served in time."""
 
     def __init__(self, registry: CollectorRegistry, exposition: Exposition):
         self._registry = registry
         self._exposition = exposition
         self._answers: dict[tuple[str, bool], _Answer] = {}  # by (content type, gzip)
+        # by (content type, family name): the family as last collected and its encoding
+        self._live: dict[tuple[str, str], tuple[Metric, bytes]] = {}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
@@ -255,20 +258,32 @@ class MetricsApp:
         rest: list[Metric],
         gzipped: bool,
     ) -> bytes:
-        """The whole body: the previous one in this format if nothing it shows has changed.
-        (Samples compare by value: a value going from 0.0 to -0.0 keeps showing 0.0.)"""
+        """The whole body: the previous one in this format if nothing it shows has changed."""
+        live = self._live_encoding(content_type, encoder, rest)
         previous = self._answers.get((content_type, gzipped))
-        if previous is not None and previous.kept is kept and previous.rest == rest:
+        if previous is not None and previous.kept is kept and previous.live == live:
             return previous.body
-        encoded = encoder(_Families(rest))
         if gzipped:
             compressor = kept.compressor.copy()
-            body = kept.gzip_head + compressor.compress(encoded) + compressor.flush()
+            body = kept.gzip_head + compressor.compress(live) + compressor.flush()
         else:
-            body = kept.body + encoded
+            body = kept.body + live
         # One reference swap: concurrent scrapes read a whole answer, old or new.
-        self._answers[content_type, gzipped] = _Answer(kept, rest, body)
+        self._answers[content_type, gzipped] = _Answer(kept, live, body)
         return body
+
+    def _live_encoding(self, content_type: str, encoder: Encoder, rest: list[Metric]) -> bytes:
+        """``rest`` encoded, each family again only if its samples differ from the last ones
+        seen (they compare by value: a value going from 0.0 to -0.0 keeps showing 0.0)."""
+        parts = []
+        for family in rest:
+            key = (content_type, family.name)
+            known = self._live.get(key)
+            if known is None or known[0] != family:
+                encoded = encoder(_Families([family])).removesuffix(_OPENMETRICS_END)
+                self._live[key] = known = (family, encoded)
+            parts.append(known[1])
+        return b"".join(parts) + encoder(_Families([]))  # the format's end, if it has one
 
 
 def _selected(family: Family, wanted: list[str] | None) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 
 from neat_exporter import __version__
@@ -21,6 +21,15 @@ from neat_exporter.sources.base import VM_INFO_LABELS
 
 _BLANKS = ("",) * len(VM_INFO_LABELS)  # a label Nova did not give is shown empty
 STAGES = ("collect", "detect", "select", "publish", "act")
+
+
+def live_registry() -> CollectorRegistry:
+    """The registry of a process's live metrics, holding from the start the ``process_*``
+    series every Prometheus exporter has (resident memory, CPU seconds, open file descriptors,
+    start time: prometheus_client's ProcessCollector, which reads /proc)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:

@@ -278,6 +278,15 @@ def one_host_each(hosts, vm_uuids) -> dict[str, list[str]]:
     return where
 
 
+def test_every_daemon_shows_its_process_series(stack):
+    """Memory, CPU, open files and start time, as every Prometheus exporter shows them."""
+    for url in (stack.exporters["host-c"].url, stack.bridge_url, stack.gm_url.rstrip("/")):
+        samples = scrape(url)
+        assert sample_value(samples, "process_resident_memory_bytes") > 10e6, url
+        assert sample_value(samples, "process_start_time_seconds") > 1.7e9, url
+        assert sample_value(samples, "process_open_fds") > 0, url
+
+
 def test_overload_from_the_exporter_live_migrates_the_vm(stack, hosts):
     vm = hosts.start_vm("host-a", "gm-busy-a", load="busy")
     [destination] = wait_until(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from prometheus_client import CollectorRegistry
-
 from neat_exporter.actions import MigrationRequester
 from neat_exporter.bridge import WEBHOOK_PATH, Bridge
 from neat_exporter.commands.run import apply_log_level, wait_for_sigterm
 from neat_exporter.config import Config, load_config
 from neat_exporter.config.loading import add_flags, flag_overrides
+from neat_exporter.metrics import live_registry
 from neat_exporter.watcher import WatcherTrigger
 from neat_exporter.web import Limits, serve_wsgi
 
@@ -38,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=flag_overrides(args, Config, "bridge"))
     if args.log_level is None:  # --log-level wins over the config's log_level
         apply_log_level(config)
-    registry = CollectorRegistry()
+    registry = live_registry()
     requester = MigrationRequester(
         config.global_manager,
         registry,

@@ -19,6 +19,7 @@ from neat_exporter.globalmanager.config import (
     effective_settings,
     load_settings,
 )
+from neat_exporter.metrics import live_registry
 from neat_exporter.web import load_web_config, serve_wsgi
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def _power(settings: GlobalManagerSettings):
 
 
 def serve(settings: GlobalManagerSettings) -> int:
-    registry = CollectorRegistry()
+    registry = live_registry()
     service, app = build_app(settings, registry)
     server = serve_wsgi(app, settings["listen"], settings["web_config_file"])
     host, port = server.address
