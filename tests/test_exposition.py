@@ -133,6 +133,36 @@ def test_scrapes_with_nothing_changed_answer_the_same_body(daemon, gzipped):
     assert app(environ, lambda *_: None)[0] != third
 
 
+@pytest.mark.parametrize(("accept", "parse", "reference"), FORMATS, ids=["text", "openmetrics"])
+def test_only_the_live_families_that_changed_are_encoded_again(
+    daemon, monkeypatch, accept, parse, reference
+):
+    """The process's series change at every scrape, the loop's only with cycles: a scrape
+    encodes what changed, not the whole live part."""
+    extra = Counter("neat_test_events", "Events.", registry=daemon.registry)
+    app = make_app(daemon.registry, daemon)
+    encoded = []
+    choose = exposition.choose_encoder
+
+    def counting_choose(header: str):
+        encoder, content_type = choose(header)
+
+        def counting(collector):
+            encoded.extend(family.name for family in collector.collect())
+            return encoder(collector)
+
+        return counting, content_type
+
+    monkeypatch.setattr(exposition, "choose_encoder", counting_choose)
+    scrape(app, accept, True)
+    encoded.clear()
+    extra.inc()
+    _, text = scrape(app, accept, True)
+    assert encoded == ["neat_test_events"]
+    assert "neat_test_events_total 1.0" in text
+    assert samples(text, parse) == samples(reference(served(daemon)).decode(), parse)
+
+
 def test_only_scrapes_from_kept_encodings_are_answered_inline(daemon):
     app = make_app(daemon.registry, daemon)
     environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "HTTP_ACCEPT": OPENMETRICS}
