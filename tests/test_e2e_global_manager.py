@@ -601,8 +601,35 @@ def list_vms(hosts, host: str) -> list[str]:
 
 
 def kill_stuck_copies(hosts, host: str, vm_uuids) -> None:
-    """Kill the qemu (if it has one) of every paused copy of ``vm_uuids`` on ``host`` and
-    restart its daemon, which then forgets the copies."""
+    """What the executor's log line tells an operator to do with the paused copies of
+    ``vm_uuids`` on ``host``: kill their qemu (if they have one) and restart the daemon; if the
+    restart recovers a copy again (libvirt 9.0 can, for a copy with no qemu under a migration
+    job), stop the daemon, remove the copy's status file and start it."""
+    for attempt in range(2):
+        stuck = _paused_copies(hosts, host, vm_uuids)
+        if not stuck:
+            return
+        for status in stuck:
+            pid = int(ElementTree.parse(status).getroot().get("pid", "0"))
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                # A daemon restarted while the process still exists would recover the copy.
+                wait_until(lambda pid=pid: not _alive(pid), 30, f"qemu {pid} gone", 0.1)
+        if attempt == 0:
+            hosts.restart_libvirtd(host)
+            continue
+        daemon = hosts.hosts[host]
+        daemon.kill(signal.SIGTERM)
+        for status in stuck:
+            status.unlink(missing_ok=True)
+        daemon.start()
+        daemon.wait_ready()
+    assert not _paused_copies(hosts, host, vm_uuids)
+
+
+def _paused_copies(hosts, host: str, vm_uuids) -> list[Path]:
+    """The status files of the paused domains of ``vm_uuids`` on ``host``."""
     import libvirt
 
     stuck = []
@@ -613,17 +640,8 @@ def kill_stuck_copies(hosts, host: str, vm_uuids) -> None:
             except libvirt.libvirtError:
                 continue
             if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                stuck.append(domain.name())
-    for name in stuck:
-        status = hosts.hosts[host].root / "run" / "qemu" / f"{name}.xml"
-        pid = int(ElementTree.parse(status).getroot().get("pid", "0"))
-        if pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            # A daemon restarted while the process still exists would recover the copy again.
-            wait_until(lambda pid=pid: not _alive(pid), 30, f"qemu {pid} gone", 0.1)
-    if stuck:
-        hosts.restart_libvirtd(host)
+                stuck.append(hosts.hosts[host].root / "run" / "qemu" / f"{domain.name()}.xml")
+    return stuck
 
 
 def _alive(pid: int) -> bool:

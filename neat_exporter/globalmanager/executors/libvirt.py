@@ -324,12 +324,13 @@ class LibvirtExecutor(TimedResults):
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return True
-            # libvirt may keep a copy recovered after a restart under a migration job it never
-            # ends; then only killing its qemu process on that host removes it.
+            # libvirt 9.0 may keep a copy recovered after a restart under a migration job it
+            # never ends, sometimes with no qemu at all; only the host's operator can remove it.
             log.warning(
                 "cannot destroy the paused copy of %s on %s (it runs on %s): %s; trying again "
                 "every %.0f s (if it stays, restart libvirtd on %s, after killing the copy's "
-                "qemu if it has one)",
+                "qemu if it has one; if the restart brings it back, stop libvirtd, remove its "
+                "status file /run/libvirt/qemu/NAME.xml and start libvirtd)",
                 uuid,
                 destination,
                 migration.source,
