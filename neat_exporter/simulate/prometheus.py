@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from neat_exporter.errors import InputError
+from neat_exporter.parsing import parse_duration
 from neat_exporter.promql import PrometheusAPI, RangeSeries
 from neat_exporter.simulate.inventory import Inventory, power_models
 
@@ -195,18 +196,6 @@ def _day(hosts, keys, usage, ram, window, tables, kinds, step) -> Inventory | No
     )
 
 
-def parse_range(text: str) -> float:
-    """``7d``, ``12h``, ``90m`` or ``3600s`` in seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-    try:
-        value = float(text[:-1]) * units[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise InputError(f"--range {text!r}: use a number with s, m, h, d or w (7d)") from None
-    if not value > 0:
-        raise InputError(f"--range {text!r}: must be positive")
-    return value
-
-
 def parse_time(text: str) -> float:
     """Unix seconds, or an RFC 3339 time (2026-12-01T00:00:00Z)."""
     try:
@@ -234,7 +223,7 @@ def time_range(
     if start:
         return parse_time(start), stop
     if span:
-        return stop - parse_range(span), stop
+        return stop - parse_duration(span, "--range", positive=True), stop
     raise InputError("give --start (and --end) or --range with --prometheus-url")
 
 
