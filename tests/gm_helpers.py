@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from neat_exporter.algorithms.placement import BestFitDecreasing
 from neat_exporter.globalmanager.audit import AuditLog
+from neat_exporter.globalmanager.config import Policy
 from neat_exporter.globalmanager.executors.base import (
     Migration,
     MigrationOutcome,
@@ -18,7 +19,7 @@ from neat_exporter.globalmanager.executors.base import (
 from neat_exporter.globalmanager.fleet import FleetHost, FleetView, FleetVm
 from neat_exporter.globalmanager.metrics import GlobalManagerMetrics
 from neat_exporter.globalmanager.power.base import PowerError, PowerState
-from neat_exporter.globalmanager.service import GlobalManagerService, Policy
+from neat_exporter.globalmanager.service import GlobalManagerService
 from neat_exporter.globalmanager.state import GlobalManagerState
 
 

@@ -15,8 +15,7 @@ from prometheus_client import CollectorRegistry
 from neat_exporter.actions import Credentials, GlobalManagerClient
 from neat_exporter.errors import ConfigError
 from neat_exporter.globalmanager.app import GlobalManagerApp
-from neat_exporter.globalmanager.config import effective_settings, load_settings
-from neat_exporter.globalmanager.service import Policy
+from neat_exporter.globalmanager.config import Policy, effective_settings, load_settings
 from neat_exporter.vocabulary import Reason
 from neat_exporter.web import serve_wsgi
 

@@ -16,9 +16,9 @@ from gm_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
+from neat_exporter.globalmanager.config import Policy
 from neat_exporter.globalmanager.executors.base import Migration, MigrationOutcome
 from neat_exporter.globalmanager.executors.dry_run import DryRunExecutor
-from neat_exporter.globalmanager.service import Policy
 from neat_exporter.globalmanager.state import GlobalManagerState
 from neat_exporter.promql import PrometheusError
 from neat_exporter.vocabulary import Reason

@@ -66,13 +66,13 @@ def build_app(settings: GlobalManagerSettings, registry: CollectorRegistry, cloc
     from neat_exporter.globalmanager.audit import AuditLog
     from neat_exporter.globalmanager.fleet import read_fleet
     from neat_exporter.globalmanager.metrics import GlobalManagerMetrics
-    from neat_exporter.globalmanager.service import GlobalManagerService, Policy
+    from neat_exporter.globalmanager.service import GlobalManagerService
     from neat_exporter.globalmanager.state import GlobalManagerState
     from neat_exporter.promql import PrometheusAPI
 
     metrics = GlobalManagerMetrics(registry)
     api = PrometheusAPI(settings["prometheus.url"], timeout=settings["prometheus.timeout"])
-    policy = Policy(**settings["policy"])
+    policy = settings.file.policy
     placement = settings.placement()
     reader = functools.partial(
         read_fleet,

@@ -132,16 +132,24 @@ class PlacementSettings(Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class PolicySettings(Section):
+class Policy(Section):
+    """The guards the service applies around Neat's planning (the ``policy`` section)."""
+
     migration_timeout: PositiveNumber = 600
     cooldown: NonNegativeNumber = 3600
     max_migrations_per_request: PositiveCount = 10
     max_migrations_per_hour: PositiveCount = 60
     vm_opt_out: Patterns = ()
+    """fnmatch patterns matched against a VM's uuid and its libvirt domain name."""
     never_switch_off: Patterns = ()
+    """fnmatch patterns of host names that are never powered off."""
     wait_for_migrations: Boolean = False
+    """Answer PUT / after the migrations and power actions (Neat's way) instead of after the
+    plan."""
     parallel_migrations: PositiveCount = 2
+    """Migrations of one plan started at once (the executor bounds them per host and in all)."""
     wake_timeout: PositiveNumber = 600
+    """Seconds from a BMC reporting a host on until its hypervisor must answer (it boots)."""
 
 
 class PowerSettings(Section):
@@ -175,7 +183,7 @@ class GlobalManagerFile(NeatCredentials):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
-    policy: PolicySettings = Field(default_factory=PolicySettings)
+    policy: Policy = Field(default_factory=Policy)
     power: PowerSettings = Field(default_factory=PowerSettings)
     hosts: dict[PowerHostName, HostPower] = Field(default_factory=dict)
     """Per host, its power backends' sections (neat_exporter.globalmanager.power.config)."""

@@ -31,6 +31,7 @@ from dataclasses import replace as _replace
 
 from neat_exporter.errors import NeatExporterError
 from neat_exporter.globalmanager.audit import AuditLog
+from neat_exporter.globalmanager.config import Policy
 from neat_exporter.globalmanager.executors.base import (
     Executor,
     ExecutorError,
@@ -58,27 +59,6 @@ log = logging.getLogger(__name__)
 IN_PROGRESS = "in_progress"
 RUNNING = math.inf  # the time of a Move still running: whatever the exporters saw, apply it
 HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The guards (keys of the ``global_manager`` config section of the same names)."""
-
-    migration_timeout: float = 600.0
-    cooldown: float = 3600.0
-    max_migrations_per_request: int = 10
-    max_migrations_per_hour: int = 60
-    vm_opt_out: tuple[str, ...] = ()
-    """fnmatch patterns matched against a VM's uuid and its libvirt domain name."""
-    never_switch_off: tuple[str, ...] = ()
-    """fnmatch patterns of host names that are never powered off."""
-    wait_for_migrations: bool = False
-    """Answer PUT / after the migrations and power actions (Neat's way) instead of after the
-    plan."""
-    parallel_migrations: int = 2
-    """Migrations of one plan started at once (the executor bounds them per host and in all)."""
-    wake_timeout: float = 600.0
-    """Seconds from a BMC reporting a host on until its hypervisor must answer (it boots)."""
 
 
 @dataclass(frozen=True)
